@@ -1,0 +1,5 @@
+//go:build !race
+
+package dkimsign
+
+const raceEnabled = false

@@ -1,0 +1,269 @@
+package spool
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Envelope is what the queue file records beside the message.
+type Envelope struct {
+	ID string `json:"id"`
+	// Sender is the envelope sender; "" is the null sender <>.
+	Sender     string    `json:"sender"`
+	Recipients []string  `json:"recipients"`
+	Arrival    time.Time `json:"arrival"`
+	// Size is the length of the message in bytes, as spooled.
+	Size int64 `json:"size"`
+	// Facts about the message found while spooling it, for delivery.
+	EightBit  bool `json:"eight_bit,omitempty"`
+	LongLines bool `json:"long_lines,omitempty"`
+	BareCR    bool `json:"bare_cr,omitempty"`
+	NUL       bool `json:"nul,omitempty"`
+	// UTF8 is set when an envelope address needs SMTPUTF8.
+	UTF8 bool `json:"utf8,omitempty"`
+	// DSN requests from sendmail -N, -R, -V, and -B's body type.
+	Notify   []string `json:"notify,omitempty"`
+	Ret      string   `json:"ret,omitempty"`
+	EnvID    string   `json:"envid,omitempty"`
+	BodyType string   `json:"body_type,omitempty"`
+
+	MessageID string `json:"message_id,omitempty"`
+	// Bounce marks a delivery status notification Postie generated;
+	// it is never bounced itself.
+	Bounce bool `json:"bounce,omitempty"`
+
+	// Who submitted the message, from the kernel (not the caller's
+	// word): the real uid and its user name, and the parent process.
+	UID  int    `json:"uid"`
+	User string `json:"user,omitempty"`
+	Cwd  string `json:"cwd,omitempty"`
+	Exe  string `json:"exe,omitempty"`
+	// HeldReason holds the message at once (e.g. "rate limit").
+	HeldReason string `json:"held_reason,omitempty"`
+}
+
+const (
+	magic      = "POSTIE1 "
+	headerLen  = len(magic) + 20 + 1
+	maxEnvSize = 64 << 20 // envelopes with a million recipients still fit
+)
+
+// ErrCorrupt is returned for a file that is not a complete queue file.
+var ErrCorrupt = errors.New("not a complete queue file")
+
+// Writer writes one new message. Write the message, then Commit; on any
+// error call Abort (it is safe to call after Commit).
+type Writer struct {
+	ID   string
+	s    *Spool
+	f    *os.File
+	bw   *bufio.Writer
+	n    int64
+	done bool
+}
+
+// Create starts a new message in tmp/.
+func (s *Spool) Create(now time.Time) (*Writer, error) {
+	// Mode 0640: in shared mode the group is the drop group (sendmail's
+	// setgid group), which the runner's user belongs to, so the runner
+	// can read what callers drop; nobody else can.
+	var lastErr error
+	for range 5 {
+		id := NewID(now)
+		p := s.path(TmpDir, id)
+		f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
+		if errors.Is(err, os.ErrExist) {
+			lastErr = err
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("spool: create %s: %w", p, err)
+		}
+		w := &Writer{ID: id, s: s, f: f, bw: bufio.NewWriterSize(f, 64<<10)}
+		if _, err := w.bw.WriteString(fmt.Sprintf("%s%020d\n", magic, 0)); err != nil {
+			w.Abort()
+			return nil, fmt.Errorf("spool: write %s: %w", p, err)
+		}
+		return w, nil
+	}
+	return nil, fmt.Errorf("spool: create in %s: %w", s.path(TmpDir), lastErr)
+}
+
+// Write appends message bytes.
+func (w *Writer) Write(p []byte) (int, error) {
+	n, err := w.bw.Write(p)
+	w.n += int64(n)
+	if err != nil {
+		return n, fmt.Errorf("spool: write %s: %w", w.f.Name(), err)
+	}
+	return n, nil
+}
+
+// Size is the number of message bytes written so far.
+func (w *Writer) Size() int64 { return w.n }
+
+// Commit appends the envelope, syncs the file, and moves it into incoming/
+// durably. After Commit returns nil the message will be delivered or
+// bounced.
+func (w *Writer) Commit(env *Envelope) error {
+	env.ID = w.ID
+	env.Size = w.n
+	b, err := json.Marshal(env)
+	if err != nil {
+		return fmt.Errorf("spool: encode envelope: %w", err)
+	}
+	tmp := w.f.Name()
+	if _, err := w.bw.Write(append(b, '\n')); err != nil {
+		return fmt.Errorf("spool: write %s: %w", tmp, err)
+	}
+	if err := w.bw.Flush(); err != nil {
+		return fmt.Errorf("spool: write %s: %w", tmp, err)
+	}
+	if _, err := w.f.WriteAt([]byte(fmt.Sprintf("%s%020d\n", magic, w.n)), 0); err != nil {
+		return fmt.Errorf("spool: write %s: %w", tmp, err)
+	}
+	if err := w.f.Sync(); err != nil {
+		return fmt.Errorf("spool: sync %s: %w", tmp, err)
+	}
+	if err := w.f.Close(); err != nil {
+		return fmt.Errorf("spool: close %s: %w", tmp, err)
+	}
+	dst := w.s.path(IncomingDir, w.ID)
+	if err := renameNoReplace(tmp, dst); err != nil {
+		return fmt.Errorf("spool: rename %s: %w", tmp, err)
+	}
+	w.done = true
+	if err := syncDir(w.s.path(IncomingDir)); err != nil {
+		// The message is in place but perhaps not durable; the caller
+		// must not report success. Take it back out.
+		os.Remove(dst)
+		return err
+	}
+	return nil
+}
+
+// Abort removes the unfinished file. It does nothing after a successful
+// Commit.
+func (w *Writer) Abort() {
+	if w.done {
+		return
+	}
+	w.done = true
+	w.f.Close()
+	os.Remove(w.f.Name())
+}
+
+// renameNoReplace renames oldpath to newpath, failing if newpath exists.
+func renameNoReplace(oldpath, newpath string) error {
+	err := unix.Renameat2(unix.AT_FDCWD, oldpath, unix.AT_FDCWD, newpath, unix.RENAME_NOREPLACE)
+	if err == unix.EINVAL || err == unix.ENOSYS {
+		// File systems without RENAME_NOREPLACE: link fails on an
+		// existing name, which gives the same guarantee.
+		if err := os.Link(oldpath, newpath); err != nil {
+			return err
+		}
+		return os.Remove(oldpath)
+	}
+	if err != nil {
+		return &os.LinkError{Op: "rename", Old: oldpath, New: newpath, Err: err}
+	}
+	return nil
+}
+
+// QueueFile is an open queue file.
+type QueueFile struct {
+	Env *Envelope
+	f   *os.File
+}
+
+// OpenFile opens and validates the queue file at path.
+func OpenFile(path string) (*QueueFile, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	env, err := ReadEnvelope(f)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("spool: %s: %w", path, err)
+	}
+	return &QueueFile{Env: env, f: f}, nil
+}
+
+// ReadEnvelope validates the queue file open as f and returns its envelope.
+func ReadEnvelope(f interface {
+	io.ReaderAt
+	Stat() (os.FileInfo, error)
+}) (*Envelope, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	return readEnvelope(f, st.Size())
+}
+
+func readEnvelope(r io.ReaderAt, size int64) (*Envelope, error) {
+	var hdr [headerLen]byte
+	if _, err := r.ReadAt(hdr[:], 0); err != nil {
+		return nil, ErrCorrupt
+	}
+	if !bytes.HasPrefix(hdr[:], []byte(magic)) || hdr[headerLen-1] != '\n' {
+		return nil, ErrCorrupt
+	}
+	n, err := strconv.ParseInt(string(hdr[len(magic):headerLen-1]), 10, 64)
+	if err != nil || n < 0 {
+		return nil, ErrCorrupt
+	}
+	envOff := int64(headerLen) + n
+	envLen := size - envOff
+	if envLen < 3 || envLen > maxEnvSize {
+		return nil, ErrCorrupt
+	}
+	buf := make([]byte, envLen)
+	if _, err := r.ReadAt(buf, envOff); err != nil {
+		return nil, ErrCorrupt
+	}
+	if buf[len(buf)-1] != '\n' {
+		return nil, ErrCorrupt
+	}
+	env := &Envelope{}
+	if err := json.Unmarshal(buf, env); err != nil {
+		return nil, fmt.Errorf("%w: envelope: %v", ErrCorrupt, err)
+	}
+	if env.Size != n || !ValidID(env.ID) || len(env.Recipients) == 0 {
+		return nil, fmt.Errorf("%w: envelope does not match the file", ErrCorrupt)
+	}
+	for _, a := range append([]string{env.Sender}, env.Recipients...) {
+		if bytes.ContainsAny([]byte(a), "\r\n\x00<>") {
+			return nil, fmt.Errorf("%w: bad address in envelope", ErrCorrupt)
+		}
+	}
+	return env, nil
+}
+
+// Message returns a reader of the message (header and body).
+func (q *QueueFile) Message() *io.SectionReader {
+	return io.NewSectionReader(q.f, int64(headerLen), q.Env.Size)
+}
+
+// File returns the underlying file (for locking).
+func (q *QueueFile) File() *os.File { return q.f }
+
+// Close closes the file (and releases any lock held on it).
+func (q *QueueFile) Close() error { return q.f.Close() }
+
+// Name is the queue file's path.
+func (q *QueueFile) Name() string { return q.f.Name() }
+
+// idFromPath returns the base name of p.
+func idFromPath(p string) string { return filepath.Base(p) }

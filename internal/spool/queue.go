@@ -1,0 +1,491 @@
+package spool
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// State is a queued message's delivery state, kept in ID.state.
+type State struct {
+	Attempts    int       `json:"attempts"`
+	NextAttempt time.Time `json:"next_attempt"`
+	LastError   string    `json:"last_error,omitempty"`
+	// Held, when not empty, is why the message is held: it is not
+	// delivered until released. "uncertain" is set by the runner.
+	Held string `json:"held,omitempty"`
+	// Uncertain marks a message whose last attempt may have delivered it.
+	Uncertain bool `json:"uncertain,omitempty"`
+	// Remaining are the recipients still owed; nil means all of the
+	// envelope's.
+	Remaining []string `json:"remaining,omitempty"`
+	// Done are recipients delivered or bounced already.
+	Done    []string  `json:"done,omitempty"`
+	History []Attempt `json:"history,omitempty"`
+}
+
+// Attempt records one delivery attempt.
+type Attempt struct {
+	Time   time.Time `json:"time"`
+	Relay  string    `json:"relay,omitempty"`
+	Status string    `json:"status"`
+	Reply  string    `json:"reply,omitempty"`
+}
+
+// maxHistory bounds the attempts kept in the state file.
+const maxHistory = 20
+
+// Addattempt appends to the history, dropping the oldest beyond maxHistory.
+func (st *State) AddAttempt(a Attempt) {
+	st.History = append(st.History, a)
+	if n := len(st.History); n > maxHistory {
+		st.History = slices.Delete(st.History, 0, n-maxHistory)
+	}
+}
+
+// Pending returns the recipients still owed.
+func (st *State) Pending(env *Envelope) []string {
+	if st.Remaining != nil {
+		return st.Remaining
+	}
+	return env.Recipients
+}
+
+// ErrLocked is returned by Lock when another process holds the message.
+var ErrLocked = errors.New("message is being delivered by another process")
+
+// Locked is a queued message held under an exclusive lock.
+type Locked struct {
+	*QueueFile
+	ID    string
+	State State
+	s     *Spool
+}
+
+// Lock opens queue/ID and takes its exclusive lock without waiting.
+func (s *Spool) Lock(id string) (*Locked, error) {
+	if !ValidID(id) {
+		return nil, fmt.Errorf("spool: %q is not a queue ID", id)
+	}
+	p := s.path(QueueDir, id)
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("spool: open %s: %w", p, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, ErrLocked
+		}
+		return nil, fmt.Errorf("spool: lock %s: %w", p, err)
+	}
+	// The file may have been removed between open and flock by the
+	// process that held the lock: it was delivered.
+	if _, err := os.Stat(p); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("spool: open %s: %w", p, fs.ErrNotExist)
+	}
+	env, err := ReadEnvelope(f)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("spool: %s: %w", p, err)
+	}
+	l := &Locked{QueueFile: &QueueFile{Env: env, f: f}, ID: id, s: s}
+	st, err := s.readState(id)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	l.State = st
+	return l, nil
+}
+
+func (s *Spool) readState(id string) (State, error) {
+	var st State
+	p := s.path(QueueDir, id+".state")
+	b, err := os.ReadFile(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return st, nil
+	}
+	if err != nil {
+		return st, fmt.Errorf("spool: read %s: %w", p, err)
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return st, fmt.Errorf("spool: %s: %w", p, err)
+	}
+	return st, nil
+}
+
+// SaveState writes l.State atomically and durably.
+func (l *Locked) SaveState() error {
+	return l.s.writeState(l.ID, &l.State)
+}
+
+func (s *Spool) writeState(id string, st *State) error {
+	b, err := json.Marshal(st)
+	if err != nil {
+		return fmt.Errorf("spool: encode state: %w", err)
+	}
+	dir := s.path(QueueDir)
+	f, err := os.CreateTemp(dir, "."+id+".state.")
+	if err != nil {
+		return fmt.Errorf("spool: state for %s: %w", id, err)
+	}
+	tmp := f.Name()
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, s.path(QueueDir, id+".state"))
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("spool: write state of %s: %w", id, err)
+	}
+	return syncDir(dir)
+}
+
+// MarkSending durably records that the final dot is about to be sent.
+func (l *Locked) MarkSending() error {
+	p := l.s.path(QueueDir, l.ID+".sending")
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("spool: mark %s: %w", p, err)
+	}
+	f.Close()
+	return syncDir(l.s.path(QueueDir))
+}
+
+// ClearSending removes the marker; the next SaveState makes it durable.
+func (l *Locked) ClearSending() {
+	os.Remove(l.s.path(QueueDir, l.ID+".sending"))
+}
+
+// Sending reports whether the message carries the sending marker.
+func (s *Spool) Sending(id string) bool {
+	_, err := os.Stat(s.path(QueueDir, id+".sending"))
+	return err == nil
+}
+
+// Remove deletes the message (done: delivered, bounced or deleted) and
+// releases the lock. The directory is not synced here: see the package
+// doc; call SyncQueue after a batch.
+func (l *Locked) Remove() error {
+	p := l.s.path(QueueDir, l.ID)
+	if err := os.Remove(p); err != nil {
+		return fmt.Errorf("spool: remove %s: %w", p, err)
+	}
+	os.Remove(p + ".state")
+	os.Remove(p + ".sending")
+	return l.Close()
+}
+
+// MoveToFailed moves the message to failed/ and releases the lock.
+func (l *Locked) MoveToFailed() error {
+	src := l.s.path(QueueDir, l.ID)
+	dst := l.s.path(FailedDir, l.ID)
+	if err := os.Rename(src, dst); err != nil {
+		return fmt.Errorf("spool: move %s to %s: %w", src, dst, err)
+	}
+	if b, err := json.Marshal(l.State); err == nil {
+		os.WriteFile(dst+".state", b, 0o600)
+	}
+	os.Remove(src + ".state")
+	os.Remove(src + ".sending")
+	syncDir(l.s.path(FailedDir))
+	return l.Close()
+}
+
+// SyncQueue makes removals in queue/ durable.
+func (s *Spool) SyncQueue() error { return syncDir(s.path(QueueDir)) }
+
+// Pickup moves complete messages from incoming/ into queue/. Files owned by
+// the current user are renamed; files written by other users (shared mode)
+// are copied into files of our own, and the originals removed, so that the
+// caller keeps no handle on what the runner delivers. A file that is not a
+// valid queue file is moved to failed/. It returns the IDs picked up.
+func (s *Spool) Pickup() ([]string, error) {
+	dir := s.path(IncomingDir)
+	names, err := readNames(dir)
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	uid := os.Getuid()
+	for _, name := range names {
+		if !ValidID(name) {
+			continue
+		}
+		src := s.path(IncomingDir, name)
+		dst := s.path(QueueDir, name)
+		fi, err := os.Lstat(src)
+		if err != nil || !fi.Mode().IsRegular() {
+			continue
+		}
+		owned := int(fi.Sys().(*syscall.Stat_t).Uid) == uid
+		env, err := s.pickupOne(src, dst, owned)
+		if err != nil {
+			if errors.Is(err, ErrCorrupt) {
+				os.Rename(src, s.path(FailedDir, name))
+			}
+			continue
+		}
+		if env.HeldReason != "" {
+			// Held at submission (a rate limit): the state file makes
+			// the hold visible and releasable like any other.
+			if err := s.writeState(name, &State{Held: env.HeldReason}); err != nil {
+				return ids, err
+			}
+		}
+		ids = append(ids, name)
+	}
+	if len(ids) > 0 {
+		if err := syncDir(s.path(QueueDir)); err != nil {
+			return ids, err
+		}
+		if err := syncDir(dir); err != nil {
+			return ids, err
+		}
+	}
+	return ids, nil
+}
+
+func (s *Spool) pickupOne(src, dst string, owned bool) (*Envelope, error) {
+	in, err := os.Open(src)
+	if err != nil {
+		return nil, err
+	}
+	defer in.Close()
+	env, err := ReadEnvelope(in)
+	if err != nil {
+		return nil, err
+	}
+	if owned {
+		return env, renameNoReplace(src, dst)
+	}
+	tmp := s.path(QueueDir, "."+idFromPath(src)+".pickup")
+	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	_, err = io.Copy(out, io.NewSectionReader(in, 0, 1<<62))
+	if err == nil {
+		err = out.Sync()
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		// Validate the copy, not the original: the caller could have
+		// changed the original in between.
+		var q *QueueFile
+		if q, err = OpenFile(tmp); err == nil {
+			env = q.Env
+			q.Close()
+		}
+	}
+	if err == nil {
+		err = renameNoReplace(tmp, dst)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return nil, err
+	}
+	return env, os.Remove(src)
+}
+
+// CleanTmp removes files in tmp/ (and stale temporaries in queue/) older
+// than grace: writers that crashed. The grace period must exceed the
+// longest time a caller may take to write a message (cron pipes a job's
+// output while the job runs).
+func (s *Spool) CleanTmp(now time.Time, grace time.Duration) {
+	for _, d := range []string{TmpDir, QueueDir} {
+		dir := s.path(d)
+		names, err := readNames(dir)
+		if err != nil {
+			continue
+		}
+		for _, n := range names {
+			if d == QueueDir && !strings.HasPrefix(n, ".") {
+				// Orphaned state or marker of a removed message.
+				if base, _, ok := strings.Cut(n, "."); ok && ValidID(base) {
+					if _, err := os.Stat(s.path(QueueDir, base)); errors.Is(err, fs.ErrNotExist) {
+						os.Remove(s.path(QueueDir, n))
+					}
+				}
+				continue
+			}
+			p := s.path(d, n)
+			if fi, err := os.Lstat(p); err == nil && now.Sub(fi.ModTime()) > grace {
+				os.Remove(p)
+			}
+		}
+	}
+}
+
+func readNames(dir string) ([]string, error) {
+	d, err := os.Open(dir)
+	if err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	defer d.Close()
+	names, err := d.Readdirnames(-1)
+	if err != nil {
+		return nil, fmt.Errorf("spool: read %s: %w", dir, err)
+	}
+	return names, nil
+}
+
+// QueuedIDs lists the IDs in queue/, oldest first.
+func (s *Spool) QueuedIDs() ([]string, error) {
+	names, err := readNames(s.path(QueueDir))
+	if err != nil {
+		return nil, err
+	}
+	ids := names[:0]
+	for _, n := range names {
+		if ValidID(n) {
+			ids = append(ids, n)
+		}
+	}
+	slices.Sort(ids)
+	return ids, nil
+}
+
+// Entry describes a message for listings.
+type Entry struct {
+	Env   *Envelope
+	State State
+	// Status is queued, deferred, held, uncertain or sending.
+	Status string
+	// Incoming is set for a message not yet picked up.
+	Incoming bool
+}
+
+// List returns every message in incoming/ and queue/, oldest first.
+// Unreadable or incomplete files are skipped.
+func (s *Spool) List() ([]Entry, error) {
+	var out []Entry
+	if names, err := readNames(s.path(IncomingDir)); err == nil {
+		for _, n := range names {
+			if !ValidID(n) {
+				continue
+			}
+			q, err := OpenFile(s.path(IncomingDir, n))
+			if err != nil {
+				continue
+			}
+			q.Close()
+			e := Entry{Env: q.Env, Status: "queued", Incoming: true}
+			if q.Env.HeldReason != "" {
+				e.Status, e.State.Held = "held", q.Env.HeldReason
+			}
+			out = append(out, e)
+		}
+	}
+	ids, err := s.QueuedIDs()
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range ids {
+		e, err := s.entry(id)
+		if err != nil {
+			continue
+		}
+		out = append(out, e)
+	}
+	slices.SortFunc(out, func(a, b Entry) int { return strings.Compare(a.Env.ID, b.Env.ID) })
+	return out, nil
+}
+
+// Entry returns the listing entry of a queued message.
+func (s *Spool) Entry(id string) (Entry, error) {
+	if !ValidID(id) {
+		return Entry{}, fmt.Errorf("spool: %q is not a queue ID", id)
+	}
+	return s.entry(id)
+}
+
+func (s *Spool) entry(id string) (Entry, error) {
+	f, err := os.Open(s.path(QueueDir, id))
+	if err != nil {
+		return Entry{}, err
+	}
+	defer f.Close()
+	env, err := ReadEnvelope(f)
+	if err != nil {
+		return Entry{}, err
+	}
+	st, err := s.readState(id)
+	if err != nil {
+		return Entry{}, err
+	}
+	e := Entry{Env: env, State: st}
+	locked := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB) != nil
+	switch {
+	case locked:
+		e.Status = "sending"
+	case st.Uncertain || s.Sending(id):
+		e.Status = "uncertain"
+	case st.Held != "":
+		e.Status = "held"
+	case st.Attempts > 0:
+		e.Status = "deferred"
+	default:
+		e.Status = "queued"
+	}
+	return e, nil
+}
+
+// UpdateState applies fn to the state of message id under its lock: for
+// administrative commands (hold, release, requeue) that must not race a
+// delivery. It returns ErrLocked while the message is being delivered.
+func (s *Spool) UpdateState(id string, fn func(env *Envelope, st *State) error) error {
+	l, err := s.Lock(id)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	if err := fn(l.Env, &l.State); err != nil {
+		return err
+	}
+	return l.SaveState()
+}
+
+// CopyToFailed keeps a copy of a locked message's queue file in failed/,
+// for messages that can be neither delivered nor bounced.
+func (s *Spool) CopyToFailed(l *Locked) error {
+	dst := s.path(FailedDir, l.ID)
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	_, err = io.Copy(out, io.NewSectionReader(l.f, 0, 1<<62))
+	if err == nil {
+		err = out.Sync()
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(dst)
+		return fmt.Errorf("spool: copy to %s: %w", dst, err)
+	}
+	return syncDir(s.path(FailedDir))
+}
+
+// QueuePath returns the path of queue/ID.
+func (s *Spool) QueuePath(id string) string { return s.path(QueueDir, id) }

@@ -1,0 +1,224 @@
+package spool
+
+import (
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func tcheck(t *testing.T, err error, what string) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+func newSpool(t *testing.T) *Spool {
+	t.Helper()
+	s := New(t.TempDir())
+	tcheck(t, s.Init(), "init")
+	return s
+}
+
+func enqueue(t *testing.T, s *Spool, msg string) string {
+	t.Helper()
+	w, err := s.Create(time.Now())
+	tcheck(t, err, "create")
+	_, err = io.WriteString(w, msg)
+	tcheck(t, err, "write")
+	tcheck(t, w.Commit(&Envelope{Sender: "a@example.com", Recipients: []string{"b@example.com"}, Arrival: time.Now()}), "commit")
+	return w.ID
+}
+
+func TestIDs(t *testing.T) {
+	seen := map[string]bool{}
+	now := time.Now()
+	for range 10000 {
+		id := NewID(now)
+		if !ValidID(id) {
+			t.Fatalf("NewID gave invalid %q", id)
+		}
+		if seen[id] {
+			t.Fatalf("duplicate ID %q", id)
+		}
+		seen[id] = true
+	}
+	if got := IDTime(NewID(now)); got.Sub(now.Truncate(time.Microsecond)).Abs() > time.Microsecond {
+		t.Errorf("IDTime = %v, want %v", got, now)
+	}
+	a, b := NewID(now), NewID(now.Add(time.Second))
+	if a[:10] >= b[:10] {
+		t.Errorf("IDs do not sort by time: %s %s", a, b)
+	}
+	for _, bad := range []string{"", "short", "0123456789ABCDEI", "0123456789abcdef", "../../etc/passwd"} {
+		if ValidID(bad) {
+			t.Errorf("ValidID(%q) = true", bad)
+		}
+	}
+}
+
+func TestWriteReadPickup(t *testing.T) {
+	s := newSpool(t)
+	id := enqueue(t, s, "Subject: x\r\n\r\nbody\r\n")
+	if _, err := os.Stat(filepath.Join(s.Dir, TmpDir, id)); !errors.Is(err, os.ErrNotExist) {
+		t.Error("file left in tmp/")
+	}
+	l, err := s.List()
+	tcheck(t, err, "list")
+	if len(l) != 1 || !l[0].Incoming || l[0].Status != "queued" {
+		t.Fatalf("list = %+v", l)
+	}
+	ids, err := s.Pickup()
+	tcheck(t, err, "pickup")
+	if len(ids) != 1 || ids[0] != id {
+		t.Fatalf("pickup = %v", ids)
+	}
+	lk, err := s.Lock(id)
+	tcheck(t, err, "lock")
+	b, _ := io.ReadAll(lk.Message())
+	if string(b) != "Subject: x\r\n\r\nbody\r\n" {
+		t.Errorf("message = %q", b)
+	}
+	if lk.Env.Size != int64(len(b)) || lk.Env.ID != id {
+		t.Errorf("envelope = %+v", lk.Env)
+	}
+	// A second locker is refused while the first holds it.
+	if _, err := s.Lock(id); !errors.Is(err, ErrLocked) {
+		t.Errorf("second Lock = %v, want ErrLocked", err)
+	}
+	e, err := s.Entry(id)
+	tcheck(t, err, "entry")
+	if e.Status != "sending" {
+		t.Errorf("status while locked = %q", e.Status)
+	}
+	lk.State.Attempts = 1
+	lk.State.LastError = "451 try later"
+	lk.State.Remaining = []string{"b@example.com"}
+	tcheck(t, lk.SaveState(), "save state")
+	lk.Close()
+	e, _ = s.Entry(id)
+	if e.Status != "deferred" || e.State.LastError != "451 try later" {
+		t.Errorf("entry = %+v", e)
+	}
+	lk, err = s.Lock(id)
+	tcheck(t, err, "relock")
+	tcheck(t, lk.MarkSending(), "mark")
+	lk.Close()
+	if e, _ := s.Entry(id); e.Status != "uncertain" {
+		t.Errorf("status with marker = %q", e.Status)
+	}
+	lk, _ = s.Lock(id)
+	tcheck(t, lk.Remove(), "remove")
+	if l, _ := s.List(); len(l) != 0 {
+		t.Errorf("list after remove = %+v", l)
+	}
+}
+
+func TestCorruptFilesRejected(t *testing.T) {
+	s := newSpool(t)
+	id := enqueue(t, s, "Subject: x\r\n\r\nbody\r\n")
+	p := filepath.Join(s.Dir, IncomingDir, id)
+	full, _ := os.ReadFile(p)
+	cases := map[string][]byte{
+		"truncated envelope": full[:len(full)-5],
+		"truncated message":  append(append([]byte{}, full[:40]...), full[len(full)-20:]...),
+		"zero length header": append([]byte("POSTIE1 00000000000000000000\n"), full[headerLen:]...),
+		"no magic":           append([]byte("XXXXXX1"), full[7:]...),
+		"empty":              nil,
+	}
+	for name, data := range cases {
+		t.Run(name, func(t *testing.T) {
+			bad := filepath.Join(t.TempDir(), "f")
+			os.WriteFile(bad, data, 0o600)
+			if _, err := OpenFile(bad); err == nil {
+				t.Error("corrupt file accepted")
+			}
+		})
+	}
+	// An uncommitted writer's file in incoming/ (impossible by
+	// construction, but a copy by hand) goes to failed/ at pickup.
+	os.WriteFile(filepath.Join(s.Dir, IncomingDir, NewID(time.Now())), full[:len(full)-5], 0o600)
+	ids, err := s.Pickup()
+	tcheck(t, err, "pickup")
+	if len(ids) != 1 {
+		t.Errorf("picked %v", ids)
+	}
+	failed, _ := os.ReadDir(filepath.Join(s.Dir, FailedDir))
+	if len(failed) != 1 {
+		t.Errorf("failed/ = %v", failed)
+	}
+}
+
+func TestAbortLeavesNothing(t *testing.T) {
+	s := newSpool(t)
+	w, err := s.Create(time.Now())
+	tcheck(t, err, "create")
+	io.WriteString(w, strings.Repeat("x", 100000))
+	w.Abort()
+	for _, d := range []string{TmpDir, IncomingDir} {
+		if n, _ := os.ReadDir(filepath.Join(s.Dir, d)); len(n) != 0 {
+			t.Errorf("%s not empty: %v", d, n)
+		}
+	}
+}
+
+func TestCleanTmp(t *testing.T) {
+	s := newSpool(t)
+	old := filepath.Join(s.Dir, TmpDir, "stale")
+	fresh := filepath.Join(s.Dir, TmpDir, "fresh")
+	os.WriteFile(old, []byte("x"), 0o600)
+	os.WriteFile(fresh, []byte("x"), 0o600)
+	past := time.Now().Add(-48 * time.Hour)
+	os.Chtimes(old, past, past)
+	orphan := filepath.Join(s.Dir, QueueDir, NewID(time.Now())+".state")
+	os.WriteFile(orphan, []byte("{}"), 0o600)
+	s.CleanTmp(time.Now(), 36*time.Hour)
+	if _, err := os.Stat(old); err == nil {
+		t.Error("stale tmp file kept")
+	}
+	if _, err := os.Stat(fresh); err != nil {
+		t.Error("fresh tmp file removed")
+	}
+	if _, err := os.Stat(orphan); err == nil {
+		t.Error("orphan state kept")
+	}
+}
+
+func TestHeldAtSubmission(t *testing.T) {
+	s := newSpool(t)
+	w, _ := s.Create(time.Now())
+	io.WriteString(w, "Subject: x\r\n\r\n")
+	tcheck(t, w.Commit(&Envelope{Sender: "a@x", Recipients: []string{"b@x"}, Arrival: time.Now(), HeldReason: "rate limit"}), "commit")
+	if _, err := s.Pickup(); err != nil {
+		t.Fatal(err)
+	}
+	e, err := s.Entry(w.ID)
+	tcheck(t, err, "entry")
+	if e.Status != "held" || e.State.Held != "rate limit" {
+		t.Errorf("entry = %+v", e)
+	}
+}
+
+func FuzzReadEnvelope(f *testing.F) {
+	s := New(f.TempDir())
+	s.Init()
+	w, _ := s.Create(time.Now())
+	io.WriteString(w, "Subject: x\r\n\r\nbody\r\n")
+	w.Commit(&Envelope{Sender: "a@x", Recipients: []string{"b@x"}})
+	good, _ := os.ReadFile(filepath.Join(s.Dir, IncomingDir, w.ID))
+	f.Add(good)
+	f.Add([]byte("POSTIE1 00000000000000000002\nab{}\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		env, err := readEnvelope(strings.NewReader(string(data)), int64(len(data)))
+		if err != nil {
+			return
+		}
+		if !ValidID(env.ID) || len(env.Recipients) == 0 {
+			t.Fatalf("accepted envelope %+v", env)
+		}
+	})
+}

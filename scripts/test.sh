@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The whole test suite. As root, it first installs the Debian packages the
+# tests need (.ci/packages): real clients, verifiers and peer servers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" = 0 ] && [ -s .ci/packages ]; then
+  pkgs=$(grep -v '^#' .ci/packages | sort -u | tr '\n' ' ')
+  missing=$(for p in $pkgs; do dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q 'install ok installed' || echo "$p"; done)
+  if [ -n "$missing" ]; then
+    echo "== installing test dependencies: $missing"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # shellcheck disable=SC2086
+    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+  fi
+fi
+echo "== go vet"
+go vet ./...
+echo "== build"
+make -s build
+echo "== go test"
+go test -count=1 -timeout 20m ./... 2>&1 | tee /tmp/postie-test.$$.log
+rc=${PIPESTATUS[0]}
+if [ "$rc" = 0 ]; then
+  echo "== short fuzz runs"
+  FUZZTIME=${FUZZTIME:-10s} bash scripts/fuzz.sh
+fi
+rm -f /tmp/postie-test.$$.log
+exit "$rc"
