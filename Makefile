@@ -29,3 +29,34 @@ fuzz-long:
 
 clean:
 	rm -rf $(BIN) dist
+
+# Packages and manual pages; see packaging/README.md. The tools run with
+# `go run module@version`, so go.mod does not change.
+NFPM           ?= $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
+MD2MAN         ?= $(GO) run github.com/cpuguy83/go-md2man/v2@v2.0.6
+DIST           ?= dist
+PKG_ARCH       ?= $(shell $(GO) env GOARCH)
+PKG_MAINTAINER ?= Postie developers <postie-mail@users.noreply.github.com>
+# A package version must start with a digit and hold no "-" (rpm):
+# v1.2.3 -> 1.2.3, v1.2.3-4-gabc123-dirty -> 1.2.3+4.gabc123.dirty,
+# v1.3.0-rc1 -> 1.3.0~rc1 (sorts before 1.3.0), and before the first tag
+# abc123 -> 0~abc123, dev -> 0~dev.
+PKG_VERSION    ?= $(shell echo '$(VERSION)' | sed -e 's/^v//' -e 's/-\(alpha\|beta\|rc\)/~\1/' -e 's/-\([0-9][0-9]*\)-g/+\1.g/' -e 's/-/./g' -e 's/^\([^0-9]\)/0~\1/')
+DEB_ARCH       ?= $(or $(word 2,$(subst :, ,$(filter $(PKG_ARCH):%,386:i386 arm:armhf ppc64le:ppc64el mipsle:mipsel))),$(PKG_ARCH))
+RPM_ARCH       ?= $(or $(word 2,$(subst :, ,$(filter $(PKG_ARCH):%,amd64:x86_64 arm64:aarch64 386:i386 arm:armv7hl))),$(PKG_ARCH))
+NFPM_ENV        = POSTIE_VERSION='$(PKG_VERSION)' POSTIE_ARCH='$(PKG_ARCH)' POSTIE_BIN='$(BIN)' POSTIE_MAINTAINER='$(PKG_MAINTAINER)'
+
+man:
+	mkdir -p $(BIN)/man
+	for md in packaging/man/*.md; do \
+		page=$(BIN)/man/$$(basename $$md .md); \
+		$(MD2MAN) -in $$md -out $$page && gzip -9nf $$page || exit 1; \
+	done
+
+deb: build man
+	mkdir -p $(DIST)
+	$(NFPM_ENV) $(NFPM) package -f packaging/nfpm.yaml -p deb -t $(DIST)/postie_$(PKG_VERSION)_$(DEB_ARCH).deb
+
+rpm: build man
+	mkdir -p $(DIST)
+	$(NFPM_ENV) $(NFPM) package -f packaging/nfpm.yaml -p rpm -t $(DIST)/postie_$(PKG_VERSION)_$(RPM_ARCH).rpm

@@ -33,7 +33,12 @@ type fixture struct {
 
 func newFixture(t testing.TB, aliases map[string]string, maxSize int64) *fixture {
 	t.Helper()
-	dir := t.TempDir()
+	return newFixtureIn(t, t.TempDir(), aliases, maxSize)
+}
+
+// newFixtureIn is newFixture with the spool in dir.
+func newFixtureIn(t testing.TB, dir string, aliases map[string]string, maxSize int64) *fixture {
+	t.Helper()
 	sp := spool.New(dir)
 	if err := sp.Init(); err != nil {
 		t.Fatalf("spool init: %v", err)

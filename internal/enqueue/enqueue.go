@@ -16,6 +16,7 @@ import (
 	"github.com/emersion/go-message/textproto"
 
 	"github.com/postie-mail/postie/internal/address"
+	"github.com/postie-mail/postie/internal/conform"
 	"github.com/postie-mail/postie/internal/message"
 	"github.com/postie-mail/postie/internal/spool"
 )
@@ -169,10 +170,14 @@ func Enqueue(env *Env, req *Request, in io.Reader) (*Result, error) {
 	if err := textproto.WriteHeader(&hbuf, h); err != nil {
 		return nil, fail(ExDataErr, "header: %v", err)
 	}
-	if _, err := w.Write(hbuf.Bytes()); err != nil {
+	// The scanner records what delivery will need to know (8-bit,
+	// valid UTF-8, long lines, bare CR, NUL) in the same pass.
+	var facts conform.Scanner
+	out := io.MultiWriter(w, &facts)
+	if _, err := out.Write(hbuf.Bytes()); err != nil {
 		return nil, spoolErr(err)
 	}
-	if _, err := rd.WriteBody(w, int64(hbuf.Len())); err != nil {
+	if _, err := rd.WriteBody(out, int64(hbuf.Len())); err != nil {
 		var de *message.DataError
 		switch {
 		case errors.Is(err, message.ErrTooBig):
@@ -188,10 +193,11 @@ func Enqueue(env *Env, req *Request, in io.Reader) (*Result, error) {
 		Sender:     sender,
 		Recipients: expanded,
 		Arrival:    now,
-		EightBit:   rd.Facts.EightBit || hasEightBit(hbuf.Bytes()),
-		LongLines:  rd.Facts.LongLines,
-		BareCR:     rd.Facts.BareCR,
-		NUL:        rd.Facts.NUL,
+		EightBit:   facts.Facts().EightBit,
+		UTF8Body:   facts.Facts().UTF8,
+		LongLines:  facts.Facts().LongLines,
+		BareCR:     facts.Facts().BareCR,
+		NUL:        facts.Facts().NUL,
 		Notify:     req.Notify,
 		Ret:        req.Ret,
 		EnvID:      req.EnvID,
@@ -230,15 +236,6 @@ func spoolErr(err error) error {
 		return fail(ExTempFail, "queue file system full: %v", err)
 	}
 	return fail(ExCantCreat, "%v", err)
-}
-
-func hasEightBit(b []byte) bool {
-	for _, c := range b {
-		if c >= 0x80 {
-			return true
-		}
-	}
-	return false
 }
 
 // envelopeSender returns the envelope sender: -f/-r/MAIL FROM when given

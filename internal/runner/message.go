@@ -18,7 +18,7 @@ import (
 // message size.
 func (w *worker) prepare(l *spool.Locked, to []string) (*submit.Message, error) {
 	env := l.Env
-	facts := conform.Facts{LongLines: env.LongLines, BareCR: env.BareCR, NUL: env.NUL, EightBit: env.EightBit}
+	facts := conform.Facts{LongLines: env.LongLines, BareCR: env.BareCR, NUL: env.NUL, EightBit: env.EightBit, UTF8: env.UTF8Body}
 	var sig string
 	if w.r.Signer != nil {
 		dom, err := dkimsign.ReadFromDomain(l.Message())
@@ -97,7 +97,7 @@ func (w *worker) bounce(l *spool.Locked, fails []failure) (int, error) {
 	for _, f := range fails {
 		rep.Recipients = append(rep.Recipients, dsn.Recipient{
 			Address: f.rcpt, Action: "failed", Status: f.status,
-			Diagnostic: "smtp; " + f.diag, RemoteMTA: hostOf(f.relay),
+			Diagnostic: f.diagnostic(), RemoteMTA: hostOf(f.relay),
 		})
 	}
 	wr, err := r.Spool.Create(r.Now())
@@ -105,15 +105,21 @@ func (w *worker) bounce(l *spool.Locked, fails []failure) (int, error) {
 		return 0, err
 	}
 	defer wr.Abort()
-	if err := dsn.Write(wr, rep, l.Message()); err != nil {
+	var facts conform.Scanner
+	if err := dsn.Write(io.MultiWriter(wr, &facts), rep, l.Message()); err != nil {
 		return 0, fmt.Errorf("write bounce: %w", err)
 	}
+	f := facts.Facts()
 	benv := &spool.Envelope{
 		Sender:     "",
 		Recipients: to,
 		Arrival:    r.Now(),
 		Bounce:     true,
-		EightBit:   env.EightBit && env.Ret == "full",
+		EightBit:   f.EightBit,
+		UTF8Body:   f.UTF8,
+		LongLines:  f.LongLines,
+		BareCR:     f.BareCR,
+		NUL:        f.NUL,
 		UID:        -1,
 		User:       "MAILER-DAEMON",
 	}
@@ -122,6 +128,15 @@ func (w *worker) bounce(l *spool.Locked, fails []failure) (int, error) {
 	}
 	r.Log.Printf("%s: sender non-delivery notification: %s", l.ID, wr.ID)
 	return 1, nil
+}
+
+// diagnostic is the DSN Diagnostic-Code: "smtp; reply" for a server's
+// reply, Postie's own words otherwise.
+func (f failure) diagnostic() string {
+	if f.smtp {
+		return "smtp; " + f.diag
+	}
+	return f.diag
 }
 
 // copyToFailed keeps a copy of an undeliverable bounce in failed/.

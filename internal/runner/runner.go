@@ -301,7 +301,10 @@ func (w *worker) deliver(ctx context.Context, id string, opts Options) outcome {
 		if errors.As(res.Err, &se) && se.Permanent {
 			fails := make([]failure, len(pending))
 			for i, rc := range pending {
-				fails[i] = failure{rcpt: rc, status: enhanced(se.Code, se.Enhanced), diag: oneLine(res.Err.Error()), relay: relay}
+				fails[i] = failure{rcpt: rc, status: enhanced(se.Code, se.Enhanced), diag: oneLine(res.Err.Error()), relay: relay, smtp: se.Code != 0}
+				if se.Code != 0 {
+					fails[i].diag = oneLine(se.Reply())
+				}
 			}
 			return w.finishRelay(l, nil, fails, nil, "", oneLine(res.Err.Error()), relay)
 		}
@@ -316,7 +319,7 @@ func (w *worker) deliver(ctx context.Context, id string, opts Options) outcome {
 		case rr.Accepted:
 			sent = append(sent, rc)
 		case rr.Permanent:
-			fails = append(fails, failure{rcpt: rc, status: enhanced(rr.Code, rr.Enhanced), diag: fmt.Sprintf("%d %s", rr.Code, oneLine(rr.Text)), relay: relay})
+			fails = append(fails, failure{rcpt: rc, status: enhanced(rr.Code, rr.Enhanced), diag: oneLine(rr.Reply()), relay: relay, smtp: rr.Code != 0})
 		default:
 			deferred = append(deferred, rc)
 			lastTemp = fmt.Sprintf("%s: %d %s", rc, rr.Code, oneLine(rr.Text))
@@ -332,6 +335,7 @@ func (w *worker) deliver(ctx context.Context, id string, opts Options) outcome {
 // failure is a recipient that failed permanently.
 type failure struct {
 	rcpt, status, diag, relay string
+	smtp                      bool // diag is the server's reply
 }
 
 func enhanced(code int, e [3]int) string {

@@ -26,6 +26,7 @@ type Envelope struct {
 	Size int64 `json:"size"`
 	// Facts about the message found while spooling it, for delivery.
 	EightBit  bool `json:"eight_bit,omitempty"`
+	UTF8Body  bool `json:"utf8_body,omitempty"` // the message is valid UTF-8
 	LongLines bool `json:"long_lines,omitempty"`
 	BareCR    bool `json:"bare_cr,omitempty"`
 	NUL       bool `json:"nul,omitempty"`

@@ -51,6 +51,10 @@ type Fault struct {
 	// Data is called with the whole message; returning ErrDrop closes
 	// the connection without a reply (after the final dot).
 	Data func(m *Message) error
+	// DataStart is called when DATA begins, before the content is read;
+	// returning ErrDrop closes the connection in the middle of the
+	// content.
+	DataStart func() error
 }
 
 // ErrDrop makes the server close the connection without replying.
@@ -268,6 +272,14 @@ func (se *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 }
 
 func (se *session) Data(r io.Reader) error {
+	if f := se.s.fault().DataStart; f != nil {
+		if err := f(); err != nil {
+			if errors.Is(err, ErrDrop) {
+				se.c.Conn().Close()
+			}
+			return err
+		}
+	}
 	var buf bytes.Buffer
 	var err error
 	if se.s.opts.Discard {
