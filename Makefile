@@ -39,9 +39,9 @@ PKG_ARCH       ?= $(shell $(GO) env GOARCH)
 PKG_MAINTAINER ?= Postie developers <postie-mail@users.noreply.github.com>
 # A package version must start with a digit and hold no "-" (rpm):
 # v1.2.3 -> 1.2.3, v1.2.3-4-gabc123-dirty -> 1.2.3+4.gabc123.dirty,
-# v1.3.0-rc1 -> 1.3.0~rc1 (sorts before 1.3.0), and before the first tag
-# abc123 -> 0~abc123, dev -> 0~dev.
-PKG_VERSION    ?= $(shell echo '$(VERSION)' | sed -e 's/^v//' -e 's/-\(alpha\|beta\|rc\)/~\1/' -e 's/-\([0-9][0-9]*\)-g/+\1.g/' -e 's/-/./g' -e 's/^\([^0-9]\)/0~\1/')
+# v1.3.0-rc1 -> 1.3.0~rc1 (sorts before 1.3.0); before the first tag,
+# a commit hash or "dev" sorts before every release: 14d1e4a -> 0~14d1e4a.
+PKG_VERSION    ?= $(shell echo '$(VERSION)' | sed -e '/^v\{0,1\}[0-9][0-9]*\./!s/^/0~/' -e 's/^v//' -e 's/-\(alpha\|beta\|rc\)/~\1/' -e 's/-\([0-9][0-9]*\)-g/+\1.g/' -e 's/-/./g')
 DEB_ARCH       ?= $(or $(word 2,$(subst :, ,$(filter $(PKG_ARCH):%,386:i386 arm:armhf ppc64le:ppc64el mipsle:mipsel))),$(PKG_ARCH))
 RPM_ARCH       ?= $(or $(word 2,$(subst :, ,$(filter $(PKG_ARCH):%,amd64:x86_64 arm64:aarch64 386:i386 arm:armv7hl))),$(PKG_ARCH))
 NFPM_ENV        = POSTIE_VERSION='$(PKG_VERSION)' POSTIE_ARCH='$(PKG_ARCH)' POSTIE_BIN='$(BIN)' POSTIE_MAINTAINER='$(PKG_MAINTAINER)'

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/postie-mail/postie/internal/config"
@@ -113,15 +114,25 @@ func runCheck(cfg *config.Config, args []string, verbose bool, std IO) int {
 		step("auth", nil, "none configured")
 	}
 	if len(args) > 0 {
+		// The probe's sender: a second argument, the forced From, the
+		// account's own address, or postmaster at this host.
 		from := cfg.Rewrite.From
-		if from == "" {
+		if from == "" && strings.Contains(sh.Username, "@") {
 			from = sh.Username
+		}
+		if from == "" {
+			from = "postmaster@" + cfg.Hostname
 		}
 		if len(args) > 1 {
 			from = args[1]
 		}
+		name := "probe"
 		err := sess.Probe(ctx, from, args[0])
-		step("probe", err, fmt.Sprintf("MAIL FROM:<%s> RCPT TO:<%s> accepted (RSET; nothing sent)", from, args[0]))
+		var se *submit.Error
+		if errors.As(err, &se) {
+			name = se.Step
+		}
+		step(name, err, fmt.Sprintf("MAIL FROM:<%s> RCPT TO:<%s> accepted (RSET; nothing sent)", from, args[0]))
 	}
 	return checkExit(failed)
 }

@@ -73,8 +73,10 @@ type Options struct {
 	Dir string
 	// Discard keeps only a count (benchmarks).
 	Discard bool
-	// Cert, when set, is used instead of a fresh self-signed one.
-	Cert *tls.Certificate
+	// Cert, when set, is used instead of a fresh self-signed one; CertPEM
+	// is then written as the CAFile.
+	Cert    *tls.Certificate
+	CertPEM []byte
 	// MaxMessageBytes is the SIZE limit (0: none).
 	MaxMessageBytes int64
 	// Addr to listen on; default 127.0.0.1:0.
@@ -108,6 +110,16 @@ func Start(opts Options) (*Sink, error) {
 		s.opts.TLS = "starttls"
 	}
 	cert := opts.Cert
+	if cert != nil && opts.CertPEM != nil {
+		dir, err := os.MkdirTemp("", "testsink")
+		if err != nil {
+			return nil, err
+		}
+		s.CAFile = filepath.Join(dir, "ca.pem")
+		if err := os.WriteFile(s.CAFile, opts.CertPEM, 0o644); err != nil {
+			return nil, err
+		}
+	}
 	if cert == nil {
 		c, pemBytes, err := SelfSigned("localhost", "127.0.0.1", "::1")
 		if err != nil {
@@ -361,6 +373,12 @@ func (l *loginServer) Next(response []byte) ([]byte, bool, error) {
 // SelfSigned makes a self-signed certificate for the given names and IPs,
 // returned with its PEM encoding.
 func SelfSigned(names ...string) (*tls.Certificate, []byte, error) {
+	return SelfSignedValid(time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), names...)
+}
+
+// SelfSignedValid is SelfSigned with a chosen validity period (an expired
+// certificate, for tests of diagnostics).
+func SelfSignedValid(notBefore, notAfter time.Time, names ...string) (*tls.Certificate, []byte, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, err
@@ -368,8 +386,8 @@ func SelfSigned(names ...string) (*tls.Certificate, []byte, error) {
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(time.Now().UnixNano()),
 		Subject:               pkix.Name{CommonName: names[0], Organization: []string{"Postie test sink"}},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,
