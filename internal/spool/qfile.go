@@ -136,19 +136,46 @@ func (w *Writer) Commit(env *Envelope) error {
 	if err := w.f.Sync(); err != nil {
 		return fmt.Errorf("spool: sync %s: %w", tmp, err)
 	}
-	if err := w.f.Close(); err != nil {
-		return fmt.Errorf("spool: close %s: %w", tmp, err)
-	}
 	dst := w.s.path(IncomingDir, w.ID)
 	if err := renameNoReplace(tmp, dst); err != nil {
 		return fmt.Errorf("spool: rename %s: %w", tmp, err)
 	}
 	w.done = true
-	if err := syncDir(w.s.path(IncomingDir)); err != nil {
+	if err := w.syncRename(); err != nil {
 		// The message is in place but perhaps not durable; the caller
 		// must not report success. Take it back out.
+		w.f.Close()
 		os.Remove(dst)
 		return err
+	}
+	if err := w.f.Close(); err != nil {
+		os.Remove(dst)
+		return fmt.Errorf("spool: close %s: %w", dst, err)
+	}
+	return nil
+}
+
+// syncRename makes the rename into incoming/ durable by syncing the
+// directory. In shared mode sendmail may write into incoming/ but not read
+// it (mode 1730), and a directory cannot be opened for fsync without read
+// permission; there it syncs the file again instead: the file system's
+// journal commits the rename with it (ext4, XFS and btrfs all persist a
+// renamed inode's new name on fsync of the inode).
+func (w *Writer) syncRename() error {
+	dir := w.s.path(IncomingDir)
+	d, err := os.Open(dir)
+	if errors.Is(err, os.ErrPermission) {
+		if err := w.f.Sync(); err != nil {
+			return fmt.Errorf("spool: sync %s: %w", w.f.Name(), err)
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("spool: open %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("spool: sync %s: %w", dir, err)
 	}
 	return nil
 }
