@@ -153,6 +153,7 @@ type session struct {
 	mailOpts smtp.MailOptions
 	rcpts    []string
 	notify   []string // NOTIFY of the transaction's recipients, sorted
+	lfFixed  int64    // stdioConn.lfFixed at MAIL
 }
 
 var (
@@ -187,6 +188,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	}
 	s.sender = &from
 	s.mailOpts = *opts
+	s.lfFixed = s.b.conn.lfFixed.Load()
 	return nil
 }
 
@@ -273,9 +275,20 @@ func (s *session) Data(r io.Reader) error {
 	if len(req.Notify) == 0 {
 		req.Notify = nil
 	}
+	lfFixed := s.lfFixed
 	s.mu.Unlock()
 
 	dr := &dataReader{r: r}
+	if _, bdat := r.(*io.PipeReader); bdat {
+		// go-smtp hands DATA content through its own reader and
+		// BDAT chunks through a pipe.
+		dr.atEOF = func() error {
+			if b.conn.lfFixed.Load() != lfFixed {
+				return errBareLF
+			}
+			return nil
+		}
+	}
 	res, err := enqueue.Enqueue(b.env, req, dr)
 	if err != nil {
 		return dataError(err, dr.err, b.maxSize)
@@ -304,19 +317,30 @@ func (s *session) Logout() error {
 }
 
 // dataReader remembers the first error reading the message, which
-// enqueue reports only as text.
+// enqueue reports only as text. atEOF, if set, may turn the end of the
+// message into an error, so that enqueue does not queue it.
 type dataReader struct {
-	r   io.Reader
-	err error
+	r     io.Reader
+	err   error
+	atEOF func() error
 }
 
 func (d *dataReader) Read(p []byte) (int, error) {
 	n, err := d.r.Read(p)
+	if err == io.EOF && d.atEOF != nil {
+		if e := d.atEOF(); e != nil {
+			err = e
+		}
+	}
 	if err != nil && err != io.EOF && d.err == nil {
 		d.err = err
 	}
 	return n, err
 }
+
+// errBareLF refuses a BDAT message whose chunks were altered by the
+// LF to CRLF conversion (see stdioConn).
+var errBareLF = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "Bare LF with BDAT; send CRLF line ends or use DATA"}
 
 // dataError turns a failure to queue a message into the reply to the
 // final dot. go-smtp has drained the rest of the message by the time the
@@ -324,6 +348,9 @@ func (d *dataReader) Read(p []byte) (int, error) {
 func dataError(err, readErr error, maxSize int64) error {
 	if errors.Is(readErr, smtp.ErrDataTooLarge) {
 		return sizeError(fmt.Sprintf("message exceeds the size limit of %d bytes", maxSize))
+	}
+	if readErr == errBareLF {
+		return errBareLF
 	}
 	var ee *enqueue.Error
 	if !errors.As(err, &ee) {

@@ -38,7 +38,12 @@ const readChunk = 32 << 10
 //     commands but only ends DATA at CRLF.CRLF, so a script's
 //     printf 'HELO x\n...' or a person at a terminal could otherwise
 //     never finish a message. Message content loses nothing: enqueue
-//     normalizes line endings to CRLF anyway.
+//     normalizes line endings to CRLF anyway. BDAT chunk sizes, though,
+//     count bytes as the client sent them: a chunk with a bare LF
+//     (which RFC 3030 does not allow outside BINARYMIME) comes out
+//     longer than announced, so a BDAT message is refused when a bare
+//     LF was turned into CRLF during its transaction (see
+//     session.Data), never queued cut short.
 //   - Command lines are limited to maxCommandLine here, not by go-smtp's
 //     MaxLineLength, which would apply to message lines as well and
 //     reject a message with a long line (long lines are legal input to
@@ -63,6 +68,8 @@ type stdioConn struct {
 	tooLong bool   // a command line exceeded maxCommandLine
 
 	inData atomic.Bool
+	// lfFixed counts the bare LFs turned into CRLF.
+	lfFixed atomic.Int64
 
 	// Write side, under mu.
 	mu       sync.Mutex
@@ -154,6 +161,7 @@ func (c *stdioConn) fill(max int) {
 	for _, b := range c.buf[:n] {
 		if b == '\n' && !c.lastCR {
 			c.exp = append(c.exp, '\r')
+			c.lfFixed.Add(1)
 		}
 		c.exp = append(c.exp, b)
 		c.lastCR = b == '\r'

@@ -75,6 +75,19 @@ type Smarthost struct {
 	ConnectTimeout    Duration `toml:"connect_timeout"`
 	CommandTimeout    Duration `toml:"command_timeout"`
 	DataTimeout       Duration `toml:"data_timeout"`
+	// OAuth2, when set, authenticates with XOAUTH2 or OAUTHBEARER using
+	// access tokens obtained with a refresh token.
+	OAuth2 *OAuth2 `toml:"oauth2"`
+}
+
+// OAuth2 is the [smarthost.oauth2] table.
+type OAuth2 struct {
+	TokenURL         string   `toml:"token_url"`
+	ClientID         string   `toml:"client_id"`
+	ClientSecretFile string   `toml:"client_secret_file"`
+	RefreshTokenFile string   `toml:"refresh_token_file"`
+	Scopes           []string `toml:"scopes"`
+	CAFile           string   `toml:"ca_file"`
 }
 
 // Configured reports whether a smarthost address was given.
@@ -317,6 +330,8 @@ func knownKeys(t reflect.Type) map[string]bool {
 			switch {
 			case ft.Kind() == reflect.Struct && ft != reflect.TypeOf(Duration{}):
 				walk(p, ft)
+			case ft.Kind() == reflect.Pointer && ft.Elem().Kind() == reflect.Struct:
+				walk(p, ft.Elem())
 			case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
 				walk(p, ft.Elem())
 			case ft.Kind() == reflect.Map && ft.Elem().Kind() == reflect.Struct:
@@ -479,6 +494,17 @@ func (c *Config) validate() error {
 	}
 	if n > 1 {
 		return bad("smarthost.password", "give only one of password, password_file and password_command")
+	}
+	if o := c.Smarthost.OAuth2; o != nil {
+		if o.TokenURL == "" || o.ClientID == "" || o.RefreshTokenFile == "" {
+			return bad("smarthost.oauth2", "token_url, client_id and refresh_token_file are required")
+		}
+		if !strings.HasPrefix(o.TokenURL, "https://") {
+			return bad("smarthost.oauth2.token_url", "%q must be an https:// URL", o.TokenURL)
+		}
+		if c.Smarthost.Username == "" {
+			return bad("smarthost.username", "OAuth2 needs the account's user name")
+		}
 	}
 	if (c.Smarthost.TLSCertFile == "") != (c.Smarthost.TLSKeyFile == "") {
 		return bad("smarthost.tls_cert_file", "tls_cert_file and tls_key_file go together")

@@ -82,7 +82,11 @@ func runCheck(cfg *config.Config, args []string, verbose bool, std IO) int {
 	if verbose {
 		debug = os.Stderr
 	}
-	sc := runner.SubmitConfig(cfg, nil)
+	sc, err := runner.SubmitConfigOAuth(cfg, nil)
+	if err != nil {
+		step("oauth2", err, "")
+		return checkExit(true)
+	}
 	if debug != nil {
 		sc.Debug = debug
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/postie-mail/postie/internal/config"
 	"github.com/postie-mail/postie/internal/dkimsign"
 	"github.com/postie-mail/postie/internal/maillog"
+	"github.com/postie-mail/postie/internal/oauth2token"
 	"github.com/postie-mail/postie/internal/spool"
 	"github.com/postie-mail/postie/internal/submit"
 )
@@ -27,7 +29,11 @@ import (
 func New(cfg *config.Config, log *maillog.Logger, debug io.Writer) (*Runner, error) {
 	r := &Runner{Cfg: cfg, Spool: spool.New(cfg.SpoolDir), Log: log, Now: time.Now}
 	if cfg.Smarthost.Configured() {
-		r.Submit = SubmitConfig(cfg, debug)
+		sc, err := SubmitConfigOAuth(cfg, debug)
+		if err != nil {
+			return nil, &config.Error{Path: cfg.Path, Msg: err.Error()}
+		}
+		r.Submit = sc
 	}
 	if keys := cfg.DKIM.Keys(); len(keys) > 0 {
 		signer, err := LoadSigner(cfg)
@@ -53,6 +59,31 @@ func LoadSigner(cfg *config.Config) (*dkimsign.Signer, error) {
 		keys = append(keys, key)
 	}
 	return dkimsign.NewSigner(keys), nil
+}
+
+// SubmitConfigOAuth is SubmitConfig with the OAuth2 token source, when
+// [smarthost.oauth2] is configured.
+func SubmitConfigOAuth(cfg *config.Config, debug io.Writer) (*submit.Config, error) {
+	sc := SubmitConfig(cfg, debug)
+	o := cfg.Smarthost.OAuth2
+	if o == nil {
+		return sc, nil
+	}
+	src, err := oauth2token.New(oauth2token.Config{
+		TokenURL:         o.TokenURL,
+		ClientID:         o.ClientID,
+		ClientSecretFile: o.ClientSecretFile,
+		RefreshTokenFile: o.RefreshTokenFile,
+		Scopes:           o.Scopes,
+		CAFile:           o.CAFile,
+		CacheFile:        filepath.Join(cfg.SpoolDir, "oauth2-token.json"),
+		ReadSecret:       ReadSecretFile,
+	})
+	if err != nil {
+		return nil, err
+	}
+	sc.Token = src.Token
+	return sc, nil
 }
 
 // SubmitConfig converts the [smarthost] table.

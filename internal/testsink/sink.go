@@ -66,6 +66,9 @@ type Options struct {
 	TLS string
 	// Users maps user names to passwords; empty disables AUTH.
 	Users map[string]string
+	// Tokens maps user names to the OAuth2 access token accepted for
+	// them (AUTH OAUTHBEARER); it may be changed with SetToken.
+	Tokens map[string]string
 	// RequireAuth refuses MAIL before AUTH.
 	RequireAuth bool
 	// Dir, when set, receives each message as a file (for tests of other
@@ -231,10 +234,30 @@ type session struct {
 }
 
 func (se *session) AuthMechanisms() []string {
-	if len(se.s.opts.Users) == 0 {
-		return nil
+	var m []string
+	if se.s.hasTokens() {
+		m = append(m, sasl.OAuthBearer)
 	}
-	return []string{sasl.Plain, sasl.Login}
+	if len(se.s.opts.Users) > 0 {
+		m = append(m, sasl.Plain, sasl.Login)
+	}
+	return m
+}
+
+func (s *Sink) hasTokens() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.opts.Tokens) > 0
+}
+
+// SetToken changes the access token accepted for user.
+func (s *Sink) SetToken(user, token string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.opts.Tokens == nil {
+		s.opts.Tokens = map[string]string{}
+	}
+	s.opts.Tokens[user] = token
 }
 
 func (se *session) Auth(mech string) (sasl.Server, error) {
@@ -251,6 +274,17 @@ func (se *session) Auth(mech string) (sasl.Server, error) {
 		return sasl.NewPlainServer(func(identity, user, pass string) error { return check(user, pass) }), nil
 	case sasl.Login:
 		return newLoginServer(check), nil
+	case sasl.OAuthBearer:
+		return sasl.NewOAuthBearerServer(func(o sasl.OAuthBearerOptions) *sasl.OAuthBearerError {
+			se.s.mu.Lock()
+			want, ok := se.s.opts.Tokens[o.Username]
+			se.s.mu.Unlock()
+			if !ok || want != o.Token {
+				return &sasl.OAuthBearerError{Status: "invalid_token", Schemes: "bearer"}
+			}
+			se.user = o.Username
+			return nil
+		}), nil
 	}
 	return nil, smtp.ErrAuthUnknownMechanism
 }

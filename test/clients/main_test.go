@@ -72,13 +72,13 @@ func runMain(m *testing.M) int {
 	if err != nil {
 		goTool = "/usr/local/go/bin/go"
 	}
-	for _, p := range []string{"sendmail", "mailq"} {
-		cmd := exec.Command(goTool, "build", "-o", filepath.Join(dir, p), "./cmd/"+p)
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", p, err, out)
-			return 1
-		}
+	// One go build for both: -o names a directory when it ends in a
+	// separator and several main packages are built.
+	cmd := exec.Command(goTool, "build", "-o", dir+string(filepath.Separator), "./cmd/sendmail", "./cmd/mailq")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build Postie: %v\n%s", err, out)
+		return 1
 	}
 	bins.sendmail = filepath.Join(dir, "sendmail")
 	bins.mailq = filepath.Join(dir, "mailq")
