@@ -153,13 +153,13 @@ type session struct {
 	mailOpts smtp.MailOptions
 	rcpts    []string
 	notify   []string // NOTIFY of the transaction's recipients, sorted
-	lfFixed  int64    // stdioConn.lfFixed at MAIL
 }
 
 var (
 	errNestedMail = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Error: nested MAIL command"}
 	errNoRcpt     = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Error: no valid recipients"}
 	errNotify     = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 5, 3}, Message: "Recipients with different DSN NOTIFY must be sent in separate transactions"}
+	errBDAT       = &smtp.SMTPError{Code: 502, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "BDAT is not offered; use DATA"}
 	errEnvID      = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 5, 4}, Message: fmt.Sprintf("ENVID longer than %d characters", maxEnvID)}
 	// errSessionClosed answers a Data call for a command go-smtp had
 	// read ahead and handles after the session was closed (QUIT
@@ -188,7 +188,6 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	}
 	s.sender = &from
 	s.mailOpts = *opts
-	s.lfFixed = s.b.conn.lfFixed.Load()
 	return nil
 }
 
@@ -235,12 +234,23 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	return nil
 }
 
-// Data queues the message. A nil error would make go-smtp answer
+// Data queues the message sent with DATA. A nil error would make go-smtp answer
 // "250 2.0.0 OK: queued"; returning an *smtp.SMTPError with code 250
 // instead makes it answer with that error's code and text (see
 // dataErrorToStatus in go-smtp's conn.go), which puts the queue ID in
 // the reply as Postfix does.
 func (s *session) Data(r io.Reader) error {
+	if _, bdat := r.(*io.PipeReader); bdat {
+		// go-smtp hands DATA content over through its own reader,
+		// BDAT chunks through a pipe. BDAT is refused without
+		// reading: go-smtp v0.25.1 takes a chunk cut short by EOF
+		// for a complete one (the message would be queued
+		// truncated), stdioConn's LF to CRLF conversion would break
+		// chunk sizes, and without BINARYMIME BDAT offers nothing
+		// DATA does not. go-smtp skips the chunk and the session
+		// stays in step.
+		return errBDAT
+	}
 	b := s.b
 	b.mu.Lock()
 	if b.closed {
@@ -275,20 +285,9 @@ func (s *session) Data(r io.Reader) error {
 	if len(req.Notify) == 0 {
 		req.Notify = nil
 	}
-	lfFixed := s.lfFixed
 	s.mu.Unlock()
 
 	dr := &dataReader{r: r}
-	if _, bdat := r.(*io.PipeReader); bdat {
-		// go-smtp hands DATA content through its own reader and
-		// BDAT chunks through a pipe.
-		dr.atEOF = func() error {
-			if b.conn.lfFixed.Load() != lfFixed {
-				return errBareLF
-			}
-			return nil
-		}
-	}
 	res, err := enqueue.Enqueue(b.env, req, dr)
 	if err != nil {
 		return dataError(err, dr.err, b.maxSize)
@@ -317,30 +316,19 @@ func (s *session) Logout() error {
 }
 
 // dataReader remembers the first error reading the message, which
-// enqueue reports only as text. atEOF, if set, may turn the end of the
-// message into an error, so that enqueue does not queue it.
+// enqueue reports only as text.
 type dataReader struct {
-	r     io.Reader
-	err   error
-	atEOF func() error
+	r   io.Reader
+	err error
 }
 
 func (d *dataReader) Read(p []byte) (int, error) {
 	n, err := d.r.Read(p)
-	if err == io.EOF && d.atEOF != nil {
-		if e := d.atEOF(); e != nil {
-			err = e
-		}
-	}
 	if err != nil && err != io.EOF && d.err == nil {
 		d.err = err
 	}
 	return n, err
 }
-
-// errBareLF refuses a BDAT message whose chunks were altered by the
-// LF to CRLF conversion (see stdioConn).
-var errBareLF = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "Bare LF with BDAT; send CRLF line ends or use DATA"}
 
 // dataError turns a failure to queue a message into the reply to the
 // final dot. go-smtp has drained the rest of the message by the time the
@@ -348,9 +336,6 @@ var errBareLF = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6,
 func dataError(err, readErr error, maxSize int64) error {
 	if errors.Is(readErr, smtp.ErrDataTooLarge) {
 		return sizeError(fmt.Sprintf("message exceeds the size limit of %d bytes", maxSize))
-	}
-	if readErr == errBareLF {
-		return errBareLF
 	}
 	var ee *enqueue.Error
 	if !errors.As(err, &ee) {

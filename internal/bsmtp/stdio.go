@@ -1,6 +1,7 @@
 package bsmtp
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -26,7 +27,7 @@ const readChunk = 32 << 10
 // so that go-smtp's server, which only serves net.Conns, can speak on
 // them.
 //
-// It differs from a socket in five ways:
+// It differs from a socket in these ways:
 //
 //   - Deadlines are no-ops that succeed. Standard input is usually a
 //     pipe, and an *os.File pipe may not support deadlines: go-smtp
@@ -38,19 +39,16 @@ const readChunk = 32 << 10
 //     commands but only ends DATA at CRLF.CRLF, so a script's
 //     printf 'HELO x\n...' or a person at a terminal could otherwise
 //     never finish a message. Message content loses nothing: enqueue
-//     normalizes line endings to CRLF anyway. BDAT chunk sizes, though,
-//     count bytes as the client sent them: a chunk with a bare LF
-//     (which RFC 3030 does not allow outside BINARYMIME) comes out
-//     longer than announced, so a BDAT message is refused when a bare
-//     LF was turned into CRLF during its transaction (see
-//     session.Data), never queued cut short.
+//     normalizes line endings to CRLF anyway. (BDAT chunk sizes would
+//     not survive this; BDAT is not offered, see session.Data.)
 //   - Command lines are limited to maxCommandLine here, not by go-smtp's
 //     MaxLineLength, which would apply to message lines as well and
 //     reject a message with a long line (long lines are legal input to
 //     sendmail; delivery deals with them). The limit is suspended while
 //     a message body is being read (setData).
 //   - Control characters that go-smtp echoes from the client into a
-//     reply are replaced (see Write).
+//     reply are replaced, and CHUNKING is taken out of the EHLO reply
+//     (see Write).
 //   - The first I/O error is remembered for Serve to return: go-smtp
 //     ignores write errors. After a write error, reads fail too, so
 //     the session ends instead of reading commands it cannot answer.
@@ -68,8 +66,6 @@ type stdioConn struct {
 	tooLong bool   // a command line exceeded maxCommandLine
 
 	inData atomic.Bool
-	// lfFixed counts the bare LFs turned into CRLF.
-	lfFixed atomic.Int64
 
 	// Write side, under mu.
 	mu       sync.Mutex
@@ -161,7 +157,6 @@ func (c *stdioConn) fill(max int) {
 	for _, b := range c.buf[:n] {
 		if b == '\n' && !c.lastCR {
 			c.exp = append(c.exp, '\r')
-			c.lfFixed.Add(1)
 		}
 		c.exp = append(c.exp, b)
 		c.lastCR = b == '\r'
@@ -179,12 +174,23 @@ func (c *stdioConn) fill(max int) {
 	}
 }
 
-// Write writes reply bytes. go-smtp echoes client input in some replies
-// (the HELO argument, an unknown command), so a control character there,
-// a bare CR above all, is written as '?': a reply line holds no line
-// break but the CRLF that ends it. A CR at the end of p is held until
-// the next Write shows whether a LF follows (go-smtp flushes a reply in
-// one Write unless it is longer than its 4 KiB buffer).
+// chunkingLine is go-smtp's EHLO line for CHUNKING (RFC 3030), which it
+// offers unconditionally. It is never the last line of the reply: SIZE
+// always follows.
+var chunkingLine = []byte("250-CHUNKING\r\n")
+
+// Write writes reply bytes.
+//
+// go-smtp echoes client input in some replies (the HELO argument, an
+// unknown command), so a control character there, a bare CR above all,
+// is written as '?': a reply line holds no line break but the CRLF that
+// ends it. A CR at the end of p is held until the next Write shows
+// whether a LF follows (go-smtp flushes a reply in one Write unless it
+// is longer than its 4 KiB buffer).
+//
+// The CHUNKING line is dropped from the EHLO reply, which go-smtp writes
+// in one Write: BDAT is refused (see session.Data), so it must not be
+// offered.
 func (c *stdioConn) Write(p []byte) (int, error) {
 	if c.closed() {
 		return 0, net.ErrClosed
@@ -193,6 +199,10 @@ func (c *stdioConn) Write(p []byte) (int, error) {
 	defer c.mu.Unlock()
 	if c.writeErr != nil {
 		return 0, c.writeErr
+	}
+	n := len(p)
+	if i := bytes.Index(p, chunkingLine); i >= 0 && (i == 0 || bytes.HasSuffix(p[:i], []byte("\r\n"))) {
+		p = append(p[:i:i], p[i+len(chunkingLine):]...)
 	}
 	c.wbuf = c.wbuf[:0]
 	for _, b := range p {
@@ -213,15 +223,15 @@ func (c *stdioConn) Write(p []byte) (int, error) {
 			c.wbuf = append(c.wbuf, b)
 		}
 	}
-	n, err := c.out.Write(c.wbuf)
-	if err == nil && n < len(c.wbuf) {
+	w, err := c.out.Write(c.wbuf)
+	if err == nil && w < len(c.wbuf) {
 		err = io.ErrShortWrite
 	}
 	if err != nil {
 		c.writeErr = fmt.Errorf("write standard output: %w", err)
 		return 0, err
 	}
-	return len(p), nil
+	return n, nil
 }
 
 // Close ends the session. It leaves the underlying streams open: they

@@ -14,6 +14,7 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"path"
 	"reflect"
 	"regexp"
 	"slices"
@@ -42,13 +43,18 @@ type Config struct {
 	// /etc/aliases. Empty: none.
 	AliasesFile string `toml:"aliases_file"`
 
-	Smarthost Smarthost         `toml:"smarthost"`
-	DKIM      DKIM              `toml:"dkim"`
-	Queue     Queue             `toml:"queue"`
-	Aliases   map[string]string `toml:"aliases"`
-	Rewrite   Rewrite           `toml:"rewrite"`
-	Limits    Limits            `toml:"limits"`
-	Log       Log               `toml:"log"`
+	Smarthost Smarthost `toml:"smarthost"`
+	// Fallback smarthosts are tried in order when the smarthost cannot
+	// be reached or answers 4xx.
+	Fallback []Smarthost `toml:"fallback"`
+	// Route selects other smarthosts by envelope sender.
+	Route   []Route           `toml:"route"`
+	DKIM    DKIM              `toml:"dkim"`
+	Queue   Queue             `toml:"queue"`
+	Aliases map[string]string `toml:"aliases"`
+	Rewrite Rewrite           `toml:"rewrite"`
+	Limits  Limits            `toml:"limits"`
+	Log     Log               `toml:"log"`
 
 	// Path is the file the configuration was read from ("" when defaults).
 	Path string `toml:"-"`
@@ -78,6 +84,46 @@ type Smarthost struct {
 	// OAuth2, when set, authenticates with XOAUTH2 or OAUTHBEARER using
 	// access tokens obtained with a refresh token.
 	OAuth2 *OAuth2 `toml:"oauth2"`
+}
+
+// Route sends mail from some senders through other smarthosts (another
+// account, another provider). The first route whose senders match the
+// envelope sender wins; mail matching no route uses [smarthost].
+type Route struct {
+	// Senders are patterns: an address ("alerts@example.com"), a domain
+	// ("example.org" or "@example.org"), or a glob ("*@*.example.org").
+	Senders   []string    `toml:"senders"`
+	Smarthost Smarthost   `toml:"smarthost"`
+	Fallback  []Smarthost `toml:"fallback"`
+}
+
+// Matches reports whether the envelope sender matches the route.
+func (r *Route) Matches(sender string) bool {
+	sender = strings.ToLower(sender)
+	at := strings.LastIndex(sender, "@")
+	domain := sender[at+1:]
+	for _, p := range r.Senders {
+		p = strings.ToLower(strings.TrimSpace(p))
+		switch {
+		case strings.ContainsAny(p, "*?["):
+			if ok, _ := path.Match(p, sender); ok {
+				return true
+			}
+		case strings.HasPrefix(p, "@"):
+			if at >= 0 && domain == p[1:] {
+				return true
+			}
+		case strings.Contains(p, "@"):
+			if sender == p {
+				return true
+			}
+		default:
+			if at >= 0 && domain == p {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // OAuth2 is the [smarthost.oauth2] table.
@@ -424,22 +470,15 @@ func (c *Config) fill() {
 	if c.SpoolDir == "" {
 		c.SpoolDir = DefaultSpoolDir()
 	}
-	if c.Smarthost.TLS == "" {
-		c.Smarthost.TLS = "starttls"
+	c.Smarthost.fill()
+	for i := range c.Fallback {
+		c.Fallback[i].fill()
 	}
-	if c.Smarthost.TLSMinVersion == "" {
-		c.Smarthost.TLSMinVersion = "1.2"
-	}
-	if c.Smarthost.ConnectTimeout.Duration == 0 {
-		c.Smarthost.ConnectTimeout.Duration = 30 * time.Second
-	}
-	if c.Smarthost.CommandTimeout.Duration == 0 {
-		// RFC 5321 4.5.3.2 gives 5 minutes for most replies.
-		c.Smarthost.CommandTimeout.Duration = 5 * time.Minute
-	}
-	if c.Smarthost.DataTimeout.Duration == 0 {
-		// RFC 5321 4.5.3.2.6: 10 minutes for the reply to the final dot.
-		c.Smarthost.DataTimeout.Duration = 10 * time.Minute
+	for i := range c.Route {
+		c.Route[i].Smarthost.fill()
+		for j := range c.Route[i].Fallback {
+			c.Route[i].Fallback[j].fill()
+		}
 	}
 	if c.Queue.Deliver == "" {
 		c.Queue.Deliver = "background"
@@ -464,6 +503,26 @@ func (c *Config) fill() {
 	}
 }
 
+func (s *Smarthost) fill() {
+	if s.TLS == "" {
+		s.TLS = "starttls"
+	}
+	if s.TLSMinVersion == "" {
+		s.TLSMinVersion = "1.2"
+	}
+	if s.ConnectTimeout.Duration == 0 {
+		s.ConnectTimeout.Duration = 30 * time.Second
+	}
+	if s.CommandTimeout.Duration == 0 {
+		// RFC 5321 4.5.3.2 gives 5 minutes for most replies.
+		s.CommandTimeout.Duration = 5 * time.Minute
+	}
+	if s.DataTimeout.Duration == 0 {
+		// RFC 5321 4.5.3.2.6: 10 minutes for the reply to the final dot.
+		s.DataTimeout.Duration = 10 * time.Minute
+	}
+}
+
 func (c *Config) validate() error {
 	bad := func(key, format string, args ...any) error {
 		return &Error{Path: c.Path, Line: keyLine(c.rawText(), strings.Split(key, ".")), Msg: fmt.Sprintf("%s: %s", key, fmt.Sprintf(format, args...))}
@@ -471,43 +530,30 @@ func (c *Config) validate() error {
 	if strings.ContainsAny(c.Hostname, " \t\r\n<>@,;") {
 		return bad("hostname", "%q is not a host name", c.Hostname)
 	}
-	if !slices.Contains([]string{"starttls", "implicit", "none"}, c.Smarthost.TLS) {
-		return bad("smarthost.tls", "%q: must be \"starttls\", \"implicit\" or \"none\"", c.Smarthost.TLS)
+	if err := c.validateSmarthost("smarthost", &c.Smarthost, bad); err != nil {
+		return err
 	}
-	if !slices.Contains([]string{"1.2", "1.3"}, c.Smarthost.TLSMinVersion) {
-		return bad("smarthost.tls_min_version", "%q: must be \"1.2\" or \"1.3\"", c.Smarthost.TLSMinVersion)
-	}
-	if a := c.Smarthost.Address; a != "" {
-		if _, _, err := net.SplitHostPort(a); err != nil {
-			return bad("smarthost.address", "%q is not host:port", a)
+	for i := range c.Fallback {
+		if c.Fallback[i].Address == "" {
+			return bad("fallback", "fallback %d has no address", i+1)
+		}
+		if err := c.validateSmarthost("fallback", &c.Fallback[i], bad); err != nil {
+			return err
 		}
 	}
-	n := 0
-	if c.Smarthost.Password != "" {
-		n++
-	}
-	if c.Smarthost.PasswordFile != "" {
-		n++
-	}
-	if len(c.Smarthost.PasswordCommand) > 0 {
-		n++
-	}
-	if n > 1 {
-		return bad("smarthost.password", "give only one of password, password_file and password_command")
-	}
-	if o := c.Smarthost.OAuth2; o != nil {
-		if o.TokenURL == "" || o.ClientID == "" || o.RefreshTokenFile == "" {
-			return bad("smarthost.oauth2", "token_url, client_id and refresh_token_file are required")
+	for i := range c.Route {
+		r := &c.Route[i]
+		if len(r.Senders) == 0 || r.Smarthost.Address == "" {
+			return bad("route", "route %d needs senders and [route.smarthost] address", i+1)
 		}
-		if !strings.HasPrefix(o.TokenURL, "https://") {
-			return bad("smarthost.oauth2.token_url", "%q must be an https:// URL", o.TokenURL)
+		if err := c.validateSmarthost("route.smarthost", &r.Smarthost, bad); err != nil {
+			return err
 		}
-		if c.Smarthost.Username == "" {
-			return bad("smarthost.username", "OAuth2 needs the account's user name")
+		for j := range r.Fallback {
+			if err := c.validateSmarthost("route.fallback", &r.Fallback[j], bad); err != nil {
+				return err
+			}
 		}
-	}
-	if (c.Smarthost.TLSCertFile == "") != (c.Smarthost.TLSKeyFile == "") {
-		return bad("smarthost.tls_cert_file", "tls_cert_file and tls_key_file go together")
 	}
 	if !slices.Contains([]string{"background", "foreground", "queue"}, c.Queue.Deliver) {
 		return bad("queue.deliver", "%q: must be \"background\", \"foreground\" or \"queue\"", c.Queue.Deliver)
@@ -530,6 +576,48 @@ func (c *Config) validate() error {
 		if strings.ContainsAny(name+addr, "\r\n\x00") {
 			return bad("aliases", "alias %q contains a line break", name)
 		}
+	}
+	return nil
+}
+
+func (c *Config) validateSmarthost(prefix string, sh *Smarthost, bad func(key, format string, args ...any) error) error {
+	if !slices.Contains([]string{"starttls", "implicit", "none"}, sh.TLS) {
+		return bad(prefix+".tls", "%q: must be \"starttls\", \"implicit\" or \"none\"", sh.TLS)
+	}
+	if !slices.Contains([]string{"1.2", "1.3"}, sh.TLSMinVersion) {
+		return bad(prefix+".tls_min_version", "%q: must be \"1.2\" or \"1.3\"", sh.TLSMinVersion)
+	}
+	if a := sh.Address; a != "" {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return bad(prefix+".address", "%q is not host:port", a)
+		}
+	}
+	n := 0
+	if sh.Password != "" {
+		n++
+	}
+	if sh.PasswordFile != "" {
+		n++
+	}
+	if len(sh.PasswordCommand) > 0 {
+		n++
+	}
+	if n > 1 {
+		return bad(prefix+".password", "give only one of password, password_file and password_command")
+	}
+	if o := sh.OAuth2; o != nil {
+		if o.TokenURL == "" || o.ClientID == "" || o.RefreshTokenFile == "" {
+			return bad(prefix+".oauth2", "token_url, client_id and refresh_token_file are required")
+		}
+		if !strings.HasPrefix(o.TokenURL, "https://") {
+			return bad(prefix+".oauth2.token_url", "%q must be an https:// URL", o.TokenURL)
+		}
+		if sh.Username == "" {
+			return bad(prefix+".username", "OAuth2 needs the account's user name")
+		}
+	}
+	if (sh.TLSCertFile == "") != (sh.TLSKeyFile == "") {
+		return bad(prefix+".tls_cert_file", "tls_cert_file and tls_key_file go together")
 	}
 	return nil
 }

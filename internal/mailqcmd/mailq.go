@@ -232,7 +232,7 @@ func Flush(cfg *config.Config, ids []string, due, background, verbose bool, std 
 		fmt.Fprintf(std.Err, "mailq: %v\n", err)
 		return exTempFail
 	}
-	if r.Submit == nil && sum.Deferred > 0 {
+	if !r.HasSmarthost() && sum.Deferred > 0 {
 		fmt.Fprintf(std.Err, "mailq: %v; %d message(s) stay queued\n", runner.ErrNoSmarthost, sum.Deferred)
 	} else if !background && (sum.Sent+sum.Deferred+sum.Bounced+sum.Held+sum.Uncertain) > 0 {
 		fmt.Fprintf(std.Err, "mailq: %s\n", sum)

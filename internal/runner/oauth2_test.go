@@ -57,8 +57,11 @@ func TestOAuth2Refresh(t *testing.T) {
 	if sum := h.run(runner.Options{}); sum.Sent != 1 {
 		t.Fatalf("first: %+v\n%s", sum, h.log.String())
 	}
-	st, err := os.Stat(filepath.Join(h.cfg.SpoolDir, "oauth2-token.json"))
-	if err != nil || st.Mode().Perm() != 0o600 {
+	caches, _ := filepath.Glob(filepath.Join(h.cfg.SpoolDir, "oauth2-token-*.json"))
+	if len(caches) != 1 {
+		t.Fatalf("token caches: %v", caches)
+	}
+	if st, err := os.Stat(caches[0]); err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("token cache: %v %v", err, st)
 	}
 	// The cached token serves the next run without the endpoint.

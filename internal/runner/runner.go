@@ -36,16 +36,38 @@ const TmpGrace = 36 * time.Hour
 
 // Runner delivers the queue.
 type Runner struct {
-	Cfg    *config.Config
-	Spool  *spool.Spool
-	Log    *maillog.Logger
-	Submit *submit.Config // nil: no smarthost configured
+	Cfg   *config.Config
+	Spool *spool.Spool
+	Log   *maillog.Logger
+	// Routes are tried in order; the first whose Match accepts the
+	// envelope sender (a nil Match accepts all: the default [smarthost])
+	// carries the message. Without routes no smarthost is configured.
+	Routes []Route
 	Signer *dkimsign.Signer
 	// Progress, when set, receives a progress line on long flushes.
 	Progress io.Writer
 	Now      func() time.Time
 	// Dial opens a session; tests may replace it. Default submit.Dial.
 	Dial func(ctx context.Context, cfg *submit.Config) (Session, error)
+}
+
+// Route is a list of smarthosts for some senders: the first, then each
+// fallback in turn when one cannot be reached or answers 4xx.
+type Route struct {
+	Match func(sender string) bool
+	Hosts []*submit.Config
+}
+
+// HasSmarthost reports whether any smarthost is configured.
+func (r *Runner) HasSmarthost() bool { return len(r.Routes) > 0 }
+
+func (r *Runner) hostsFor(sender string) []*submit.Config {
+	for _, rt := range r.Routes {
+		if rt.Match == nil || rt.Match(sender) {
+			return rt.Hosts
+		}
+	}
+	return nil
 }
 
 // Session is the part of submit.Session the runner uses.
@@ -213,41 +235,42 @@ func (r *Runner) backoff(attempts int) time.Duration {
 
 // worker delivers messages one after another over one connection.
 type worker struct {
-	r       *Runner
-	sess    Session
-	dialErr error
+	r        *Runner
+	sessions map[*submit.Config]Session
+	dialErrs map[*submit.Config]error
 }
 
 func (w *worker) close() {
-	if w.sess != nil {
-		w.sess.Close()
+	for _, s := range w.sessions {
+		s.Close()
 	}
 }
 
-// session returns a usable session, dialing if needed. After a failed
-// dial the worker does not dial again in this run: the next messages are
-// deferred with the same reason instead of each waiting for a timeout.
-func (w *worker) session(ctx context.Context) (Session, error) {
-	if w.sess != nil && w.sess.Usable() {
-		return w.sess, nil
+// session returns a usable session to host, dialing if needed. After a
+// failed dial the worker does not dial that host again in this run: the
+// next messages go on to the fallback, or are deferred with the same
+// reason, instead of each waiting for a timeout.
+func (w *worker) session(ctx context.Context, host *submit.Config) (Session, error) {
+	if w.sessions == nil {
+		w.sessions = map[*submit.Config]Session{}
+		w.dialErrs = map[*submit.Config]error{}
 	}
-	if w.sess != nil {
-		w.sess.Close()
-		w.sess = nil
+	if s := w.sessions[host]; s != nil {
+		if s.Usable() {
+			return s, nil
+		}
+		s.Close()
+		delete(w.sessions, host)
 	}
-	if w.dialErr != nil {
-		return nil, w.dialErr
-	}
-	if w.r.Submit == nil {
-		w.dialErr = ErrNoSmarthost
-		return nil, w.dialErr
-	}
-	s, err := w.r.Dial(ctx, w.r.Submit)
-	if err != nil {
-		w.dialErr = err
+	if err := w.dialErrs[host]; err != nil {
 		return nil, err
 	}
-	w.sess = s
+	s, err := w.r.Dial(ctx, host)
+	if err != nil {
+		w.dialErrs[host] = err
+		return nil, err
+	}
+	w.sessions[host] = s
 	return s, nil
 }
 
@@ -283,51 +306,75 @@ func (w *worker) deliver(ctx context.Context, id string, opts Options) outcome {
 		return w.finish(l, nil, fails, nil, "expired", reason)
 	}
 	st.Attempts++
-	sess, err := w.session(ctx)
-	if err != nil {
-		return w.finish(l, nil, nil, pending, "", err.Error())
+	hosts := r.hostsFor(l.Env.Sender)
+	if len(hosts) == 0 {
+		return w.finish(l, nil, nil, pending, "", ErrNoSmarthost.Error())
 	}
 	msg, err := w.prepare(l, pending)
 	if err != nil {
 		return w.finish(l, nil, nil, pending, "", err.Error())
 	}
-	res := sess.Send(ctx, msg)
-	relay := sess.Relay()
-	switch {
-	case res.Uncertain:
-		return w.uncertain(l, fmt.Sprintf("delivery uncertain: connection to %s lost after the message was sent and before the reply: %v", relay, res.Err))
-	case res.Err != nil:
-		var se *submit.Error
-		if errors.As(res.Err, &se) && se.Permanent {
-			fails := make([]failure, len(pending))
-			for i, rc := range pending {
-				fails[i] = failure{rcpt: rc, status: enhanced(se.Code, se.Enhanced), diag: oneLine(res.Err.Error()), relay: relay, smtp: se.Code != 0}
-				if se.Code != 0 {
-					fails[i].diag = oneLine(se.Reply())
-				}
-			}
-			return w.finishRelay(l, nil, fails, nil, "", oneLine(res.Err.Error()), relay)
-		}
-		return w.finishRelay(l, nil, nil, pending, "", oneLine(res.Err.Error()), relay)
-	}
-	var sent, deferred []string
+	// Each host in turn takes what the previous ones left deferred.
+	var sent []string
 	var fails []failure
-	var lastTemp string
-	for i, rr := range res.Rcpts {
-		rc := msg.To[i]
-		switch {
-		case rr.Accepted:
-			sent = append(sent, rc)
-		case rr.Permanent:
-			fails = append(fails, failure{rcpt: rc, status: enhanced(rr.Code, rr.Enhanced), diag: oneLine(rr.Reply()), relay: relay, smtp: rr.Code != 0})
-		default:
-			deferred = append(deferred, rc)
-			lastTemp = fmt.Sprintf("%s: %d %s", rc, rr.Code, oneLine(rr.Text))
+	deferred := pending
+	var reply, relay string
+	for _, host := range hosts {
+		if len(deferred) == 0 {
+			break
 		}
-	}
-	reply := oneLine(res.Reply)
-	if len(deferred) > 0 {
-		reply = lastTemp
+		sess, err := w.session(ctx, host)
+		if err != nil {
+			reply = oneLine(err.Error())
+			continue
+		}
+		msg.To = deferred
+		res := sess.Send(ctx, msg)
+		relay = sess.Relay()
+		if res.Uncertain {
+			if len(sent) > 0 {
+				r.Log.Delivery(maillog.Attempt{ID: l.ID, To: sent, Relay: relay, Delay: now.Sub(l.Env.Arrival), Tries: st.Attempts, Status: "sent", Reply: reply})
+				st.Done = append(st.Done, sent...)
+				st.Remaining = deferred
+			}
+			return w.uncertain(l, fmt.Sprintf("delivery uncertain: connection to %s lost after the message was sent and before the reply: %v", relay, res.Err))
+		}
+		if res.Err != nil {
+			var se *submit.Error
+			if errors.As(res.Err, &se) && se.Permanent {
+				for _, rc := range deferred {
+					f := failure{rcpt: rc, status: enhanced(se.Code, se.Enhanced), diag: oneLine(res.Err.Error()), relay: relay, smtp: se.Code != 0}
+					if se.Code != 0 {
+						f.diag = oneLine(se.Reply())
+					}
+					fails = append(fails, f)
+				}
+				deferred = nil
+				reply = oneLine(res.Err.Error())
+				break
+			}
+			reply = oneLine(res.Err.Error())
+			continue
+		}
+		var still []string
+		var lastTemp string
+		for i, rr := range res.Rcpts {
+			rc := msg.To[i]
+			switch {
+			case rr.Accepted:
+				sent = append(sent, rc)
+			case rr.Permanent:
+				fails = append(fails, failure{rcpt: rc, status: enhanced(rr.Code, rr.Enhanced), diag: oneLine(rr.Reply()), relay: relay, smtp: rr.Code != 0})
+			default:
+				still = append(still, rc)
+				lastTemp = fmt.Sprintf("%s: %s", rc, oneLine(rr.Reply()))
+			}
+		}
+		deferred = still
+		reply = oneLine(res.Reply)
+		if len(still) > 0 {
+			reply = lastTemp
+		}
 	}
 	return w.finishRelay(l, sent, fails, deferred, "", reply, relay)
 }

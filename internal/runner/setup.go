@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
@@ -28,12 +30,31 @@ import (
 // redacted).
 func New(cfg *config.Config, log *maillog.Logger, debug io.Writer) (*Runner, error) {
 	r := &Runner{Cfg: cfg, Spool: spool.New(cfg.SpoolDir), Log: log, Now: time.Now}
-	if cfg.Smarthost.Configured() {
-		sc, err := SubmitConfigOAuth(cfg, debug)
-		if err != nil {
-			return nil, &config.Error{Path: cfg.Path, Msg: err.Error()}
+	hosts := func(primary *config.Smarthost, fallback []config.Smarthost) ([]*submit.Config, error) {
+		var out []*submit.Config
+		for _, sh := range append([]config.Smarthost{*primary}, fallback...) {
+			sc, err := SubmitConfigFor(cfg, &sh, debug)
+			if err != nil {
+				return nil, &config.Error{Path: cfg.Path, Msg: err.Error()}
+			}
+			out = append(out, sc)
 		}
-		r.Submit = sc
+		return out, nil
+	}
+	for i := range cfg.Route {
+		rt := &cfg.Route[i]
+		hs, err := hosts(&rt.Smarthost, rt.Fallback)
+		if err != nil {
+			return nil, err
+		}
+		r.Routes = append(r.Routes, Route{Match: rt.Matches, Hosts: hs})
+	}
+	if cfg.Smarthost.Configured() {
+		hs, err := hosts(&cfg.Smarthost, cfg.Fallback)
+		if err != nil {
+			return nil, err
+		}
+		r.Routes = append(r.Routes, Route{Hosts: hs})
 	}
 	if keys := cfg.DKIM.Keys(); len(keys) > 0 {
 		signer, err := LoadSigner(cfg)
@@ -61,14 +82,21 @@ func LoadSigner(cfg *config.Config) (*dkimsign.Signer, error) {
 	return dkimsign.NewSigner(keys), nil
 }
 
-// SubmitConfigOAuth is SubmitConfig with the OAuth2 token source, when
-// [smarthost.oauth2] is configured.
+// SubmitConfigOAuth is SubmitConfigFor the default [smarthost].
 func SubmitConfigOAuth(cfg *config.Config, debug io.Writer) (*submit.Config, error) {
-	sc := SubmitConfig(cfg, debug)
-	o := cfg.Smarthost.OAuth2
+	return SubmitConfigFor(cfg, &cfg.Smarthost, debug)
+}
+
+// SubmitConfigFor converts one smarthost table, with the OAuth2 token
+// source when it has an oauth2 table.
+func SubmitConfigFor(cfg *config.Config, sh *config.Smarthost, debug io.Writer) (*submit.Config, error) {
+	sc := submitConfig(cfg, sh, debug)
+	o := sh.OAuth2
 	if o == nil {
 		return sc, nil
 	}
+	// One token cache per account.
+	sum := sha256.Sum256([]byte(sh.Address + "\x00" + sh.Username))
 	src, err := oauth2token.New(oauth2token.Config{
 		TokenURL:         o.TokenURL,
 		ClientID:         o.ClientID,
@@ -76,7 +104,7 @@ func SubmitConfigOAuth(cfg *config.Config, debug io.Writer) (*submit.Config, err
 		RefreshTokenFile: o.RefreshTokenFile,
 		Scopes:           o.Scopes,
 		CAFile:           o.CAFile,
-		CacheFile:        filepath.Join(cfg.SpoolDir, "oauth2-token.json"),
+		CacheFile:        filepath.Join(cfg.SpoolDir, "oauth2-token-"+hex.EncodeToString(sum[:6])+".json"),
 		ReadSecret:       ReadSecretFile,
 	})
 	if err != nil {
@@ -86,9 +114,7 @@ func SubmitConfigOAuth(cfg *config.Config, debug io.Writer) (*submit.Config, err
 	return sc, nil
 }
 
-// SubmitConfig converts the [smarthost] table.
-func SubmitConfig(cfg *config.Config, debug io.Writer) *submit.Config {
-	sh := &cfg.Smarthost
+func submitConfig(cfg *config.Config, sh *config.Smarthost, debug io.Writer) *submit.Config {
 	sc := &submit.Config{
 		Address:                sh.Address,
 		TLS:                    submit.TLSMode(sh.TLS),
