@@ -57,6 +57,8 @@ func Main(argv []string, std IO) int {
 		show       = fs.Bool("s", false, "show the messages given by ID: envelope, header, delivery history")
 		hold       = fs.Bool("hold", false, "hold the messages given by ID")
 		release    = fs.Bool("release", false, "release held (or uncertain) messages given by ID for delivery")
+		requeue    = fs.Bool("requeue", false, "retry the messages given by ID at the next flush, whatever their retry time (same as --release)")
+		expire     = fs.Bool("expire", false, "return the messages given by ID to their senders now (bounce)")
 		delivered  = fs.Bool("delivered", false, "mark uncertain messages given by ID as delivered (removes them)")
 		check      = fs.Bool("check", false, "check the config and the way to the smarthost, sending nothing; an address argument adds a MAIL/RCPT probe")
 		dkimTXT    = fs.Bool("dkim-txt", false, "print the DNS TXT record of each DKIM key")
@@ -135,12 +137,17 @@ func Main(argv []string, std IO) int {
 			return exUsage
 		}
 		return showMessages(sp, ids, std)
-	case *hold, *release, *delivered:
-		what := map[bool]string{*hold: "--hold", *release: "--release", *delivered: "--delivered"}[true]
+	case *expire:
+		if !needIDs("--expire") {
+			return exUsage
+		}
+		return expireMessages(cfg, ids, std)
+	case *hold, *release, *requeue, *delivered:
+		what := map[bool]string{*hold: "--hold", *release: "--release", *requeue: "--requeue", *delivered: "--delivered"}[true]
 		if !needIDs(what) {
 			return exUsage
 		}
-		return adminMessages(sp, ids, *hold, *release, *delivered, std)
+		return adminMessages(sp, ids, *hold, *release || *requeue, *delivered, std)
 	}
 	if len(ids) > 0 {
 		fmt.Fprintf(std.Err, "mailq: unexpected argument %q\n", ids[0])
@@ -241,6 +248,26 @@ func Flush(cfg *config.Config, ids []string, due, background, verbose bool, std 
 		}
 	}
 	if sum.Deferred > 0 {
+		return exTempFail
+	}
+	return exOK
+}
+
+// expireMessages bounces messages now.
+func expireMessages(cfg *config.Config, ids []string, std IO) int {
+	r, err := runner.New(cfg, maillog.New(cfg.Log.Target), nil)
+	if err != nil {
+		fmt.Fprintf(std.Err, "mailq: %v\n", err)
+		return exConfig
+	}
+	sum, err := r.Run(context.Background(), runner.Options{IDs: ids, Expire: true})
+	if err != nil {
+		fmt.Fprintf(std.Err, "mailq: %v\n", err)
+		return exTempFail
+	}
+	fmt.Fprintf(std.Out, "%d message(s) returned to sender\n", sum.Bounced)
+	if sum.Bounced != len(ids) {
+		fmt.Fprintf(std.Err, "mailq: %d message(s) not found or being delivered\n", len(ids)-sum.Bounced)
 		return exTempFail
 	}
 	return exOK

@@ -293,3 +293,22 @@ func TestPerUserRelease(t *testing.T) {
 		t.Fatalf("queue %v", v)
 	}
 }
+
+func TestExpireNow(t *testing.T) {
+	e := setup(t, &testsink.Options{Users: map[string]string{"u": "secret"}, RequireAuth: true}, "")
+	id := e.enqueue("alice", 1000, "bob@example.org")
+	e.sp.Pickup()
+	e.mailq("--hold", id)
+	code, out, errs := e.mailq("--expire", id)
+	if code != 0 || !strings.Contains(out, "1 message(s) returned") {
+		t.Fatalf("expire: %d %q %q", code, out, errs)
+	}
+	// The bounce went out in the same run, to the sender, from <>.
+	msgs := e.sink.Messages()
+	if len(msgs) != 1 || msgs[0].From != "" || msgs[0].To[0] != "alice@example.com" || !bytes.Contains(msgs[0].Data, []byte("returned to sender by the mail administrator")) {
+		t.Fatalf("bounce: %+v", msgs)
+	}
+	if v := e.json(); len(v) != 0 {
+		t.Errorf("queue %v", v)
+	}
+}

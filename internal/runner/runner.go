@@ -86,6 +86,9 @@ type Options struct {
 	// the background runner); otherwise every queued message is tried
 	// now, as mailq -q promises.
 	DueOnly bool
+	// Expire returns the selected messages to their senders now (mailq
+	// --expire), as if their max_age had passed.
+	Expire bool
 }
 
 // Summary counts what a run did, per message.
@@ -136,7 +139,12 @@ func (r *Runner) Run(ctx context.Context, opts Options) (*Summary, error) {
 		if len(ids) == 0 {
 			break
 		}
-		bounces := r.deliverAll(ctx, ids, opts, sum)
+		o := opts
+		if round > 0 {
+			// New mail (bounces) is delivered, never expired.
+			o.Expire = false
+		}
+		bounces := r.deliverAll(ctx, ids, o, sum)
 		if err := r.Spool.SyncQueue(); err != nil {
 			return sum, err
 		}
@@ -290,15 +298,21 @@ func (w *worker) deliver(ctx context.Context, id string, opts Options) outcome {
 		// A runner died between the final dot and the reply.
 		return w.uncertain(l, "delivery uncertain: the runner stopped after sending the message and before the server's reply")
 	}
-	if st.Held != "" {
+	if st.Held != "" && !opts.Expire {
 		return outcome{status: "held"}
 	}
 	if opts.DueOnly && now.Before(st.NextAttempt) {
 		return outcome{status: "skipped"}
 	}
 	pending := st.Pending(l.Env)
-	if st.Attempts > 0 && now.Sub(l.Env.Arrival) > r.Cfg.Queue.MaxAge.Duration {
+	if opts.Expire || st.Attempts > 0 && now.Sub(l.Env.Arrival) > r.Cfg.Queue.MaxAge.Duration {
 		reason := fmt.Sprintf("message expired after %s in the queue; last error: %s", r.Cfg.Queue.MaxAge.Duration, st.LastError)
+		if opts.Expire {
+			reason = "returned to sender by the mail administrator"
+			if st.LastError != "" {
+				reason += "; last error: " + st.LastError
+			}
+		}
 		fails := make([]failure, len(pending))
 		for i, rc := range pending {
 			fails[i] = failure{rcpt: rc, status: "4.4.7", diag: reason}
