@@ -95,6 +95,8 @@ func TestExpand(t *testing.T) {
 		{"postmaster, root, admin@example.com", []string{"admin@example.com", "ops@example.com"}, false},
 		{"www-data", []string{"www-data@web1.example.com"}, false},
 		{"root@other.example", []string{"root@other.example"}, false},
+		{"root@Web1.example.com", []string{"admin@example.com", "ops@example.com"}, false},
+		{"nobody@web1.example.com", []string{"nobody@web1.example.com"}, false},
 		{"self", []string{"self@web1.example.com", "other@example.com"}, false},
 		{"loop1", nil, true},
 		{"a@Example.COM, a@example.com", []string{"a@Example.COM"}, false},

@@ -118,9 +118,9 @@ func (a Aliases) Names() []string {
 	return n
 }
 
-// Resolver turns recipients into envelope addresses: bare local names are
-// expanded through aliases (recursively) and otherwise qualified with the
-// host name.
+// Resolver turns recipients into envelope addresses: bare local names and
+// name@hostname are expanded through aliases (recursively); bare names
+// without an alias are qualified with the host name.
 type Resolver struct {
 	Aliases  Aliases
 	Hostname string
@@ -142,23 +142,29 @@ func (r *Resolver) Expand(addrs []Address) ([]string, error) {
 	seen := map[string]bool{}
 	var walk func(a Address, depth int, via string) error
 	walk = func(a Address, depth int, via string) error {
-		if a.Local() {
-			if targets, ok := r.Aliases[strings.ToLower(a.Addr)]; ok {
+		name, local := a.Addr, a.Local()
+		if !local && strings.EqualFold(Domain(a.Addr), r.Hostname) {
+			// name@hostname is this host's local name too (MAILTO=
+			// root@web1.example.com): aliases apply to it as well.
+			name, local = LocalPart(a.Addr), true
+		}
+		if local {
+			if targets, ok := r.Aliases[strings.ToLower(name)]; ok {
 				if depth >= maxAliasDepth {
 					return fmt.Errorf("alias %q: expansion too deep (a loop?)", via)
 				}
 				for _, t := range targets {
 					ta, err := Parse(t)
 					if err != nil {
-						return fmt.Errorf("alias %q: %w", a.Addr, err)
+						return fmt.Errorf("alias %q: %w", name, err)
 					}
 					// An alias naming itself (root: root) means the
 					// local name itself, qualified.
-					if ta.Local() && strings.EqualFold(ta.Addr, a.Addr) {
+					if ta.Local() && strings.EqualFold(ta.Addr, name) {
 						add(&out, seen, r.Qualify(ta.Addr))
 						continue
 					}
-					if err := walk(ta, depth+1, a.Addr); err != nil {
+					if err := walk(ta, depth+1, name); err != nil {
 						return err
 					}
 				}

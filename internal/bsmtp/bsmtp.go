@@ -98,9 +98,8 @@ func serve(env *enqueue.Env, cfg *config.Config, in io.Reader, out io.Writer, er
 
 	err := srv.Serve(newListener(conn))
 	// Serve returns once the connection is closed; Shutdown waits
-	// for the connection's goroutine to finish.
+	// for the connection's goroutine, in which Data runs, to finish.
 	srv.Shutdown(context.Background())
-	be.close()
 
 	n := int(be.queued.Load())
 	if ioErr := conn.ioErr(); ioErr != nil {
@@ -121,26 +120,16 @@ type backend struct {
 	conn    *stdioConn
 	queued  atomic.Int64
 
-	// mu guards closed; inflight counts Data calls that may enqueue.
-	// A BDAT transfer runs Data in a goroutine go-smtp does not wait
-	// for; close waits for it so that Serve returns with no file
-	// being written.
-	mu       sync.Mutex
-	closed   bool
-	inflight sync.WaitGroup
+	// closed is set when the connection closes (QUIT, too many
+	// errors). go-smtp goes on handling commands it had read ahead,
+	// even "HELO", which makes a new session: no message may be
+	// queued for them, since the client saw the session end.
+	mu     sync.Mutex
+	closed bool
 }
 
 func (b *backend) NewSession(*smtp.Conn) (smtp.Session, error) {
 	return &session{b: b}, nil
-}
-
-// close stops new messages from being queued and waits for any being
-// queued.
-func (b *backend) close() {
-	b.mu.Lock()
-	b.closed = true
-	b.mu.Unlock()
-	b.inflight.Wait()
 }
 
 // session is one SMTP session (go-smtp makes one at the first HELO or
@@ -161,10 +150,9 @@ var (
 	errNotify     = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 5, 3}, Message: "Recipients with different DSN NOTIFY must be sent in separate transactions"}
 	errBDAT       = &smtp.SMTPError{Code: 502, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "BDAT is not offered; use DATA"}
 	errEnvID      = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 5, 4}, Message: fmt.Sprintf("ENVID longer than %d characters", maxEnvID)}
-	// errSessionClosed answers a Data call for a command go-smtp had
-	// read ahead and handles after the session was closed (QUIT
-	// followed by more input). Nobody reads the reply; nothing is
-	// queued.
+	// errSessionClosed answers DATA that go-smtp had read ahead and
+	// handles after the session was closed (see backend.closed).
+	// Nobody reads the reply.
 	errSessionClosed = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Session closed"}
 )
 
@@ -253,13 +241,11 @@ func (s *session) Data(r io.Reader) error {
 	}
 	b := s.b
 	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
+	closed := b.closed
+	b.mu.Unlock()
+	if closed {
 		return errSessionClosed
 	}
-	b.inflight.Add(1)
-	b.mu.Unlock()
-	defer b.inflight.Done()
 	b.conn.setData(true)
 
 	s.mu.Lock()
@@ -344,9 +330,8 @@ func dataError(err, readErr error, maxSize int64) error {
 	msg := ee.Err.Error()
 	switch ee.Code {
 	case enqueue.ExDataErr:
-		// enqueue's own size check counts the header it adds; it
-		// reports message.ErrTooBig only as text.
-		if strings.HasPrefix(msg, message.ErrTooBig.Error()) {
+		// enqueue's own size check counts the header it adds.
+		if errors.Is(err, message.ErrTooBig) {
 			return sizeError(msg)
 		}
 		return reply(554, smtp.EnhancedCode{5, 6, 0}, msg)

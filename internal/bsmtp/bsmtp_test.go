@@ -371,6 +371,12 @@ func TestTranscripts(t *testing.T) {
 			want: []string{r220, rHello, rMail, rRcpt, r221},
 		},
 		{
+			name: "a new session after QUIT queues nothing",
+			in: lines("HELO x", "QUIT", "HELO y", "MAIL FROM:<s@example.com>", "RCPT TO:<r@example.com>", "DATA") +
+				data("Subject: s", "x"),
+			want: []string{r220, rHello, r221},
+		},
+		{
 			name: "BDAT is refused, its chunk skipped, and the session goes on",
 			in: lines("EHLO x", "MAIL FROM:<s@example.com>", "RCPT TO:<r@example.com>") +
 				"BDAT 16\r\nSubject: chunk\r\n" +

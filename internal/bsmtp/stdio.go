@@ -14,10 +14,11 @@ import (
 
 // maxCommandLine bounds an SMTP command line. RFC 5321 allows 512 octets;
 // more is tolerated, but a line that never ends must not grow without
-// bound in memory. It must exceed what go-smtp reads ahead of a DATA or
-// BDAT body before Session.Data starts (a 4 KiB bufio buffer plus a
-// 32 KiB io.Copy buffer), so that body bytes read early are never taken
-// for an overlong command.
+// bound in memory. It must exceed what go-smtp reads ahead of a DATA body
+// before Session.Data starts (its 4 KiB bufio buffer), so that body
+// bytes sent without waiting for the 354 are never taken for an overlong
+// command. (The chunk of a refused BDAT is read as command bytes: one
+// longer than this without a LF ends the session.)
 const maxCommandLine = 64 << 10
 
 // readChunk is the most stdioConn reads from the input at once.

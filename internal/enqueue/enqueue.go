@@ -181,7 +181,7 @@ func Enqueue(env *Env, req *Request, in io.Reader) (*Result, error) {
 		var de *message.DataError
 		switch {
 		case errors.Is(err, message.ErrTooBig):
-			return nil, fail(ExDataErr, "message exceeds the size limit of %d bytes", env.MaxSize)
+			return nil, &Error{Code: ExDataErr, Err: fmt.Errorf("%w of %d bytes", message.ErrTooBig, env.MaxSize)}
 		case errors.As(err, &de):
 			return nil, fail(ExDataErr, "%v", de)
 		case strings.HasPrefix(err.Error(), "read message"):

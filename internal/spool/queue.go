@@ -155,7 +155,7 @@ func (s *Spool) writeState(id string, st *State) error {
 		os.Remove(tmp)
 		return fmt.Errorf("spool: write state of %s: %w", id, err)
 	}
-	return syncDir(dir)
+	return s.syncQueueDir()
 }
 
 // MarkSending durably records that the final dot is about to be sent.
@@ -166,7 +166,7 @@ func (l *Locked) MarkSending() error {
 		return fmt.Errorf("spool: mark %s: %w", p, err)
 	}
 	f.Close()
-	return syncDir(l.s.path(QueueDir))
+	return l.s.syncQueueDir()
 }
 
 // ClearSending removes the marker; the next SaveState makes it durable.
@@ -210,7 +210,7 @@ func (l *Locked) MoveToFailed() error {
 }
 
 // SyncQueue makes removals in queue/ durable.
-func (s *Spool) SyncQueue() error { return syncDir(s.path(QueueDir)) }
+func (s *Spool) SyncQueue() error { return s.syncQueueDir() }
 
 // Pickup moves complete messages from incoming/ into queue/. Files owned by
 // the current user are renamed; files written by other users (shared mode)

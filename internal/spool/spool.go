@@ -66,6 +66,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 )
 
@@ -77,13 +78,22 @@ const (
 	FailedDir   = "failed"
 )
 
-// Spool is a spool directory.
+// Spool is a spool directory. It must not be copied after first use.
 type Spool struct {
 	Dir string
+
+	syncOnce  sync.Once
+	queueSync *groupSync
 }
 
 // New returns the spool at dir; it does not touch the file system.
 func New(dir string) *Spool { return &Spool{Dir: dir} }
+
+// syncQueueDir fsyncs queue/, sharing the fsync with concurrent callers.
+func (s *Spool) syncQueueDir() error {
+	s.syncOnce.Do(func() { s.queueSync = newGroupSync(s.path(QueueDir)) })
+	return s.queueSync.Sync()
+}
 
 func (s *Spool) path(elem ...string) string {
 	return filepath.Join(append([]string{s.Dir}, elem...)...)
