@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/postie-mail/postie/internal/testsink"
 )
@@ -28,6 +29,8 @@ func main() {
 		pass    = flag.String("pass", "", "AUTH password")
 		info    = flag.String("info", "", "file to write ADDR, CA_FILE and FINGERPRINT to")
 		maxSize = flag.Int64("max-size", 0, "SIZE limit in bytes (0: none)")
+		expect  = flag.Int64("expect", 0, "with -done: the number of messages to wait for")
+		done    = flag.String("done", "", "file to write COUNT= and SECONDS= (first to last message) once -expect messages arrived")
 	)
 	flag.Parse()
 	opts := testsink.Options{TLS: *mode, Dir: *dir, Discard: *dir == "", Addr: *addr, MaxMessageBytes: *maxSize}
@@ -48,6 +51,24 @@ func main() {
 		}
 	} else {
 		fmt.Print(text)
+	}
+	if *expect > 0 && *done != "" {
+		go func() {
+			var first time.Time
+			for {
+				n := s.Count()
+				if n > 0 && first.IsZero() {
+					first = time.Now()
+				}
+				if n >= *expect {
+					text := fmt.Sprintf("COUNT=%d\nSECONDS=%.3f\n", n, time.Since(first).Seconds())
+					os.WriteFile(*done+".tmp", []byte(text), 0o644)
+					os.Rename(*done+".tmp", *done)
+					return
+				}
+				time.Sleep(2 * time.Millisecond)
+			}
+		}()
 	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
