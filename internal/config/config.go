@@ -648,6 +648,11 @@ func DefaultSpoolDir() string {
 	if st, err := os.Stat(system); err == nil && st.IsDir() {
 		return system
 	}
+	if os.Geteuid() != os.Getuid() || os.Getegid() != os.Getgid() {
+		// With raised privileges the environment is the caller's to
+		// choose: never let it pick where we write.
+		return system
+	}
 	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
 		return d + "/postie"
 	}
