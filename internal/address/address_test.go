@@ -97,6 +97,7 @@ func TestExpand(t *testing.T) {
 		{"root@other.example", []string{"root@other.example"}, false},
 		{"root@Web1.example.com", []string{"admin@example.com", "ops@example.com"}, false},
 		{"nobody@web1.example.com", []string{"nobody@web1.example.com"}, false},
+		{"root@localhost, www-data@localhost.localdomain, x@web1", []string{"admin@example.com", "ops@example.com", "www-data@web1.example.com", "x@web1.example.com"}, false},
 		{"self", []string{"self@web1.example.com", "other@example.com"}, false},
 		{"loop1", nil, true},
 		{"a@Example.COM, a@example.com", []string{"a@Example.COM"}, false},

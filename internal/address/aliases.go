@@ -126,6 +126,15 @@ type Resolver struct {
 	Hostname string
 }
 
+// LocalDomain reports whether domain names this host: the host name, its
+// first label, "localhost" or "localhost.localdomain".
+func (r *Resolver) LocalDomain(domain string) bool {
+	d := strings.ToLower(strings.TrimSuffix(domain, "."))
+	h := strings.ToLower(r.Hostname)
+	short, _, _ := strings.Cut(h, ".")
+	return d == h || d == short || d == "localhost" || d == "localhost.localdomain"
+}
+
 // Qualify appends "@hostname" to a bare local name.
 func (r *Resolver) Qualify(addr string) string {
 	if strings.Contains(addr, "@") {
@@ -143,9 +152,12 @@ func (r *Resolver) Expand(addrs []Address) ([]string, error) {
 	var walk func(a Address, depth int, via string) error
 	walk = func(a Address, depth int, via string) error {
 		name, local := a.Addr, a.Local()
-		if !local && strings.EqualFold(Domain(a.Addr), r.Hostname) {
-			// name@hostname is this host's local name too (MAILTO=
-			// root@web1.example.com): aliases apply to it as well.
+		if !local && r.LocalDomain(Domain(a.Addr)) {
+			// name@hostname and name@localhost are this host's local
+			// names too (MAILTO=root@web1.example.com, fail2ban's
+			// root@localhost): aliases apply to them as well, and
+			// without an alias they are qualified with the host name,
+			// since no smarthost can deliver to localhost.
 			name, local = LocalPart(a.Addr), true
 		}
 		if local {
@@ -171,7 +183,11 @@ func (r *Resolver) Expand(addrs []Address) ([]string, error) {
 				return nil
 			}
 		}
-		add(&out, seen, r.Qualify(a.Addr))
+		if local {
+			add(&out, seen, r.Qualify(name))
+		} else {
+			add(&out, seen, a.Addr)
+		}
 		return nil
 	}
 	for _, a := range addrs {

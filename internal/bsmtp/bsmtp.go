@@ -188,20 +188,14 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		return reply(553, smtp.EnhancedCode{5, 1, 3}, "Bad recipient address syntax: "+err.Error())
 	}
 	// SMTP requires a domain, so a local name arrives as
-	// name@hostname. When the name is an alias, hand enqueue the bare
-	// name, which is what aliases apply to (as Postfix applies
-	// aliases to recipients in its own domain).
-	res := s.b.env.Resolver
-	if strings.EqualFold(address.Domain(addr), s.b.env.Hostname) {
-		if _, ok := res.Aliases[strings.ToLower(address.LocalPart(addr))]; ok {
-			addr = address.LocalPart(addr)
-			if _, err := res.Expand([]address.Address{{Addr: addr}}); err != nil {
-				// A loop or bad target in the alias table: the
-				// administrator's to fix, so the client should
-				// try again later rather than give up.
-				return reply(451, smtp.EnhancedCode{4, 3, 0}, "Alias configuration error: "+err.Error())
-			}
-		}
+	// name@hostname (or name@localhost); enqueue applies aliases to
+	// those as to bare names. Expand now, so that an alias problem is
+	// answered at RCPT.
+	if _, err := s.b.env.Resolver.Expand([]address.Address{{Addr: addr}}); err != nil {
+		// A loop or bad target in the alias table: the administrator's
+		// to fix, so the client should try again later rather than
+		// give up.
+		return reply(451, smtp.EnhancedCode{4, 3, 0}, "Alias configuration error: "+err.Error())
 	}
 	notify := make([]string, len(opts.Notify))
 	for i, n := range opts.Notify {

@@ -25,6 +25,9 @@ import (
 	"github.com/BurntSushi/toml"
 )
 
+// DefaultMaxMessageSize is the size limit when the config sets none.
+const DefaultMaxMessageSize = 256 << 20
+
 // DefaultPath is used when neither -C nor $POSTIE_CONFIG names a file.
 const DefaultPath = "/etc/postie/postie.toml"
 
@@ -37,7 +40,8 @@ type Config struct {
 	// directory exists and is writable by us, else a per-user directory
 	// (see DefaultSpoolDir).
 	SpoolDir string `toml:"spool_dir"`
-	// MaxMessageSize is the largest message accepted, in bytes (0: no limit).
+	// MaxMessageSize is the largest message accepted, in bytes (0: no
+	// limit). Default: 256 MiB.
 	MaxMessageSize int64 `toml:"max_message_size"`
 	// AliasesFile is an aliases(5) file consulted after [aliases], such as
 	// /etc/aliases. Empty: none.
@@ -285,7 +289,7 @@ func (e *Error) Error() string {
 
 // Defaults returns the configuration used when no file exists.
 func Defaults() *Config {
-	c := &Config{}
+	c := &Config{MaxMessageSize: DefaultMaxMessageSize}
 	c.fill()
 	return c
 }
@@ -310,7 +314,9 @@ func Load(path string, explicit bool) (*Config, error) {
 
 // Parse parses a configuration from text; path is used in errors.
 func Parse(path, text string) (*Config, error) {
-	c := &Config{}
+	// Defaults that an explicit zero may override are set before
+	// decoding; the others are filled in afterwards.
+	c := &Config{MaxMessageSize: DefaultMaxMessageSize}
 	md, err := toml.Decode(text, c)
 	if err != nil {
 		var pe toml.ParseError
@@ -497,9 +503,6 @@ func (c *Config) fill() {
 	}
 	if c.Log.Target == "" {
 		c.Log.Target = "syslog"
-	}
-	if c.MaxMessageSize == 0 {
-		c.MaxMessageSize = 256 << 20
 	}
 }
 

@@ -159,6 +159,9 @@ func update(spoolDir string, uid int, now time.Time, fn func(b []bucket, lastLog
 		return fmt.Errorf("ratelimit: %w", err)
 	}
 	defer f.Close()
+	// Readable by the runner (through the drop group) whatever the
+	// caller's umask, for mailq --senders.
+	f.Chmod(0o660)
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
 		return fmt.Errorf("ratelimit: lock %s: %w", p, err)
 	}

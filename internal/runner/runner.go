@@ -118,8 +118,10 @@ func (r *Runner) Run(ctx context.Context, opts Options) (*Summary, error) {
 		r.Dial = func(ctx context.Context, cfg *submit.Config) (Session, error) { return submit.Dial(ctx, cfg) }
 	}
 	sum := &Summary{}
-	// Bounces generated in one round are delivered in the next.
-	for round := 0; round < 3; round++ {
+	// Bounces generated in one round, and mail queued while it ran, are
+	// delivered in the next; the bound keeps a steady stream of new mail
+	// from holding one run forever.
+	for round := 0; round < 20; round++ {
 		picked, err := r.Spool.Pickup()
 		if err != nil {
 			return sum, err
@@ -144,11 +146,11 @@ func (r *Runner) Run(ctx context.Context, opts Options) (*Summary, error) {
 			// New mail (bounces) is delivered, never expired.
 			o.Expire = false
 		}
-		bounces := r.deliverAll(ctx, ids, o, sum)
+		r.deliverAll(ctx, ids, o, sum)
 		if err := r.Spool.SyncQueue(); err != nil {
 			return sum, err
 		}
-		if bounces == 0 {
+		if len(opts.IDs) > 0 && round == 0 && !r.Spool.HasIncoming() {
 			break
 		}
 	}

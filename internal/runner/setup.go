@@ -30,6 +30,7 @@ import (
 // redacted).
 func New(cfg *config.Config, log *maillog.Logger, debug io.Writer) (*Runner, error) {
 	r := &Runner{Cfg: cfg, Spool: spool.New(cfg.SpoolDir), Log: log, Now: time.Now}
+	r.Spool.Warn = log.Errorf
 	hosts := func(primary *config.Smarthost, fallback []config.Smarthost) ([]*submit.Config, error) {
 		var out []*submit.Config
 		for _, sh := range append([]config.Smarthost{*primary}, fallback...) {

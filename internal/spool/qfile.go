@@ -90,6 +90,14 @@ func (s *Spool) Create(now time.Time) (*Writer, error) {
 		if err != nil {
 			return nil, fmt.Errorf("spool: create %s: %w", p, err)
 		}
+		// The caller's umask (077 in cron jobs and hardened services)
+		// must not lock out the runner, which reads the file through
+		// the drop group.
+		if err := f.Chmod(0o640); err != nil {
+			f.Close()
+			os.Remove(p)
+			return nil, fmt.Errorf("spool: chmod %s: %w", p, err)
+		}
 		w := &Writer{ID: id, s: s, f: f, bw: bufio.NewWriterSize(f, 64<<10)}
 		if _, err := w.bw.WriteString(fmt.Sprintf("%s%020d\n", magic, 0)); err != nil {
 			w.Abort()

@@ -241,6 +241,9 @@ func (s *Spool) Pickup() ([]string, error) {
 			if errors.Is(err, ErrCorrupt) {
 				os.Rename(src, s.path(FailedDir, name))
 			}
+			if s.Warn != nil {
+				s.Warn("%s: cannot pick up %s: %v", name, src, err)
+			}
 			continue
 		}
 		if env.HeldReason != "" {
@@ -489,3 +492,14 @@ func (s *Spool) CopyToFailed(l *Locked) error {
 
 // QueuePath returns the path of queue/ID.
 func (s *Spool) QueuePath(id string) string { return s.path(QueueDir, id) }
+
+// HasIncoming reports whether incoming/ holds anything to pick up.
+func (s *Spool) HasIncoming() bool {
+	d, err := os.Open(s.path(IncomingDir))
+	if err != nil {
+		return false
+	}
+	defer d.Close()
+	names, _ := d.Readdirnames(1)
+	return len(names) > 0
+}

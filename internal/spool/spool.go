@@ -81,6 +81,9 @@ const (
 // Spool is a spool directory. It must not be copied after first use.
 type Spool struct {
 	Dir string
+	// Warn, when set, is told about files Pickup cannot take (so that
+	// a message stuck in incoming/ is visible in the log).
+	Warn func(format string, args ...any)
 
 	syncOnce  sync.Once
 	queueSync *groupSync

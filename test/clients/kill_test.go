@@ -147,7 +147,7 @@ func TestConcurrentKill(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			if i%5 != 0 {
-				time.Sleep(time.Duration(rand.IntN(30_000)) * time.Microsecond)
+				time.Sleep(time.Duration(rand.IntN(60_000)) * time.Microsecond)
 				// Killing a process that has exited but not been
 				// waited for signals a zombie: its status stays.
 				cmd.Process.Kill()
@@ -242,4 +242,45 @@ func killBody(i int) string {
 		fmt.Fprintf(&b, "message %02d line %04d %s\n", i, j, strings.Repeat(string(rune('a'+(i+j)%26)), 40))
 	}
 	return b.String()
+}
+
+// TestBSMTPKill drives sendmail -bs as a framework does and kills it with
+// SIGKILL: a message whose final dot got its 250 reply must be queued
+// (Postie replies only once the message is durable), and a message cut off
+// in the middle of DATA, by a kill or by EOF, must not be.
+func TestBSMTPKill(t *testing.T) {
+	t.Parallel()
+	for _, end := range []string{"kill", "eof"} {
+		t.Run(end, func(t *testing.T) {
+			t.Parallel()
+			r := newRig(t)
+			s := r.startBSMTP("-i")
+			s.expect("220")
+			s.cmd("EHLO app.example.com", "250")
+			s.cmd("MAIL FROM:<app@example.com>", "250")
+			s.cmd("RCPT TO:<first@example.com>", "250")
+			s.cmd("DATA", "354")
+			s.cmd("Subject: first\r\n\r\nwhole\r\n.", "250")
+			s.cmd("MAIL FROM:<app@example.com>", "250")
+			s.cmd("RCPT TO:<second@example.com>", "250")
+			s.cmd("DATA", "354")
+			s.send("Subject: second\r\n\r\n" + strings.Repeat("half of it\r\n", 500))
+			time.Sleep(100 * time.Millisecond)
+			if end == "kill" {
+				s.proc.Process.Kill()
+			} else {
+				s.in.Close()
+			}
+			s.proc.Wait()
+			if end == "eof" && s.stderr.Len() != 0 {
+				t.Errorf("sendmail -bs wrote on stderr: %q", s.stderr.String())
+			}
+			env := envelope{"app@example.com", []string{"first@example.com"}}
+			r.expectQueued(env)
+			m := r.deliver(1)[0]
+			checkEnvelope(t, m, env)
+			checkStandard(t, m)
+			checkBody(t, m, "whole\n")
+		})
+	}
 }

@@ -74,7 +74,7 @@ func runMain(m *testing.M) int {
 	}
 	// One go build for both: -o names a directory when it ends in a
 	// separator and several main packages are built.
-	cmd := exec.Command(goTool, "build", "-o", dir+string(filepath.Separator), "./cmd/sendmail", "./cmd/mailq")
+	cmd := exec.Command(goTool, "build", "-buildvcs=false", "-o", dir+string(filepath.Separator), "./cmd/sendmail", "./cmd/mailq")
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build Postie: %v\n%s", err, out)
@@ -279,6 +279,9 @@ func (r *rig) expectQueued(want ...envelope) []queued {
 	for _, e := range q {
 		if e.State != "queued" {
 			r.t.Errorf("mailq --json: %s is %q, want queued", e.ID, e.State)
+		}
+		if _, err := time.Parse(time.RFC3339, e.Arrival); err != nil || e.Size <= 0 {
+			r.t.Errorf("mailq --json: %s has arrival %q (%v) and size %d", e.ID, e.Arrival, err, e.Size)
 		}
 		got = append(got, envelope{e.Sender, e.Recipients}.String())
 	}

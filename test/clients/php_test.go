@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"github.com/emersion/go-smtp"
 )
 
 const (
@@ -89,6 +92,38 @@ func TestPHPMail(t *testing.T) {
 				checkHeader(t, m, "X-Mailer", "legacy-cms")
 			},
 		},
+		{
+			// A CMS newsletter: 150 recipients on one To: line of
+			// about 3000 octets. The envelope gets them all; the
+			// field is folded under 998 octets a line and keeps them.
+			name: "150 recipients on one To line",
+			args: []string{newsletterTo(150), "PHP newsletter", "News.\n", "From: news@example.com"},
+			env:  envelope{callerAddr(), newsletterAddrs(150)},
+			body: "News.\n\n",
+			check: func(t *testing.T, m *msg) {
+				checkAddrs(t, m, "To", newsletterAddrs(150)...)
+				for i, line := range strings.Split(string(m.Data), "\r\n") {
+					if len(line) > 998 {
+						t.Errorf("delivered line %d has %d octets", i, len(line))
+					}
+				}
+			},
+			postieID: true,
+		},
+		{
+			// A display name with a comma, and raw UTF-8 in Subject
+			// and body (what many PHP sites send).
+			name: "quoted display name, raw UTF-8",
+			args: []string{`"Doe, John" <john@example.com>, jane@example.com`, "Größe: 5 €", "Grüße\n", "From: \"Shop, Inc.\" <shop@example.com>"},
+			env:  envelope{callerAddr(), []string{"john@example.com", "jane@example.com"}},
+			body: "Grüße\n\n",
+			check: func(t *testing.T, m *msg) {
+				checkAddrs(t, m, "To", "john@example.com", "jane@example.com")
+				checkAddrs(t, m, "From", "shop@example.com")
+				checkBodyType(t, m, smtp.Body8BitMIME)
+			},
+			postieID: true,
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -153,6 +188,43 @@ try {
 	checkAddrs(t, m, "Cc", "cc@example.com")
 	checkHeader(t, m, "Subject", "PHPMailer via sendmail")
 	checkBody(t, m, "Hello\n.\nBye\n")
+}
+
+// TestPHPMailerBccOnly: with only Bcc recipients PHPMailer writes
+// "To: undisclosed-recipients:;" and the Bcc field; the group has no
+// members, so the envelope holds the Bcc addresses only.
+func TestPHPMailerBccOnly(t *testing.T) {
+	t.Parallel()
+	need(t, "php-cli", phpBin)
+	need(t, "libphp-phpmailer", phpmailerLoad)
+	r := newRig(t)
+	script := filepath.Join(r.dir, "phpmailer.php")
+	writeFile(t, script, `<?php
+require '`+phpmailerLoad+`';
+use PHPMailer\PHPMailer\PHPMailer;
+$m = new PHPMailer(true);
+try {
+	$m->isSendmail();
+	$m->Sendmail = getenv('SENDMAIL');
+	$m->setFrom('app@example.com');
+	$m->addBCC('a@example.com');
+	$m->addBCC('b@example.com');
+	$m->Subject = 'Bcc only';
+	$m->Body = "Hidden list.\n";
+	$m->send();
+} catch (Exception $e) {
+	fwrite(STDERR, $e->getMessage() . "\n");
+	exit(1);
+}
+`)
+	env := envelope{"app@example.com", []string{"a@example.com", "b@example.com"}}
+	r.mustRun(true, nil, []string{"SENDMAIL=" + bins.sendmail}, phpBin, script)
+	r.expectQueued(env)
+	m := r.deliver(1)[0]
+	checkEnvelope(t, m, env)
+	checkStandard(t, m)
+	checkHeader(t, m, "To", "undisclosed-recipients:;")
+	checkBody(t, m, "Hidden list.\n")
 }
 
 // TestSymfonyMailer sends three messages through one SendmailTransport
@@ -225,6 +297,18 @@ try {
 		})
 	}
 }
+
+// newsletterAddrs returns n addresses; newsletterTo, the To value that
+// lists them.
+func newsletterAddrs(n int) []string {
+	var l []string
+	for i := range n {
+		l = append(l, fmt.Sprintf("subscriber%03d@example.com", i))
+	}
+	return l
+}
+
+func newsletterTo(n int) string { return strings.Join(newsletterAddrs(n), ", ") }
 
 func writeFile(t *testing.T, path, content string) {
 	t.Helper()

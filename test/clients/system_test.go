@@ -157,6 +157,45 @@ func TestSystemPrograms(t *testing.T) {
 			},
 		},
 		{
+			// fail2ban with its stock jail.conf: destemail =
+			// root@localhost, sender = root@<fq-hostname>. Mail for
+			// root@localhost is local mail on every Debian MTA setup
+			// (Postfix's default mydestination lists localhost); it
+			// must reach root's alias, not go to the smarthost as
+			// root@localhost, which no smarthost can deliver.
+			name: "fail2ban, stock jail.conf (root@localhost)",
+			argv: []string{"-f", "root@" + hostname, "root@localhost"},
+			input: "Subject: [Fail2Ban] sshd: started on web1\nDate: Mon, 23 Nov 2026 18:00:00 +0000\n" +
+				"From: Fail2Ban <root@" + hostname + ">\nTo: root@localhost\n\nHi,\n\nThe jail sshd has been started successfully.\n\nRegards,\n\nFail2Ban",
+			env:  envelope{root, admin},
+			body: "Hi,\n\nThe jail sshd has been started successfully.\n\nRegards,\n\nFail2Ban\n",
+			check: func(t *testing.T, m *msg) {
+				checkAddrs(t, m, "From", root)
+			},
+		},
+		{
+			// root@<hostname> is the name Postie itself writes for
+			// root (To: root becomes To: root@web1.example.com), and
+			// sendmail -bs aliases RCPT TO:<root@hostname>; the
+			// command line must do the same.
+			name:  "script: root@hostname argument",
+			argv:  []string{"-i", "root@" + hostname},
+			input: "Subject: to root, qualified\n\nbody\n",
+			env:   envelope{callerAddr(), admin},
+			body:  "body\n",
+			check: func(t *testing.T, m *msg) {},
+		},
+		{
+			name:  "script: -t with To: root@hostname",
+			argv:  []string{"-t", "-i"},
+			input: "To: root@" + hostname + "\nSubject: to root, qualified\n\nbody\n",
+			env:   envelope{callerAddr(), admin},
+			body:  "body\n",
+			check: func(t *testing.T, m *msg) {
+				checkAddrs(t, m, "To", root)
+			},
+		},
+		{
 			// logwatch: mailer "/usr/sbin/sendmail -t", one To: line
 			// per MailTo address.
 			name: "logwatch",
@@ -205,6 +244,74 @@ func TestSystemPrograms(t *testing.T) {
 				checkDisplayName(t, m, "From", "mdadm monitoring")
 				checkAddrs(t, m, "To", root)
 				checkHeader(t, m, "Subject", "Fail event on /dev/md0:web1")
+			},
+		},
+		{
+			// A script with no From: Postie adds one with -F's name.
+			name:  "script: no From, -F name",
+			argv:  []string{"-F", "Backup Script", "-oi", "root"},
+			input: "Subject: backup done\n\n3 files\n",
+			env:   envelope{callerAddr(), admin},
+			body:  "3 files\n",
+			check: func(t *testing.T, m *msg) {
+				checkAddrs(t, m, "From", callerAddr())
+				checkDisplayName(t, m, "From", "Backup Script")
+				if _, ok := m.Header["To"]; ok {
+					t.Errorf("To %q was added; sendmail adds none", m.Header["To"])
+				}
+			},
+		},
+		{
+			// printf 'Subject: ping\n' | sendmail root: a header and
+			// no body at all.
+			name:  "script: header only",
+			argv:  []string{"root"},
+			input: "Subject: ping\n",
+			env:   envelope{callerAddr(), admin},
+			body:  "",
+			check: func(t *testing.T, m *msg) {
+				checkHeader(t, m, "Subject", "ping")
+				if len(m.Body) != 0 {
+					t.Errorf("body %q, want none", m.Body)
+				}
+			},
+		},
+		{
+			// A message saved from a mailbox, "From " line first.
+			name:  "script: mbox From_ line",
+			argv:  []string{"-i", "ops@example.com"},
+			input: "From alice@example.com Mon Nov 23 18:00:00 2026\nFrom: alice@example.com\nSubject: resend\n\nbody\n",
+			env:   envelope{callerAddr(), []string{"ops@example.com"}},
+			body:  "body\n",
+			check: func(t *testing.T, m *msg) {
+				checkAddrs(t, m, "From", "alice@example.com")
+				checkHeader(t, m, "Subject", "resend")
+			},
+		},
+		{
+			// Input written with CRLF throughout (a Windows-made
+			// template), recipients from the header and from argv.
+			name:  "script: CRLF input, -t plus argv",
+			argv:  []string{"-t", "-i", "extra@example.com"},
+			input: "To: a@example.com\r\nSubject: crlf\r\n\r\nline 1\r\nline 2\r\n",
+			env:   envelope{callerAddr(), []string{"extra@example.com", "a@example.com"}},
+			body:  "line 1\nline 2\n",
+			check: func(t *testing.T, m *msg) {
+				checkAddrs(t, m, "To", "a@example.com")
+			},
+		},
+		{
+			// Resent- fields: -t takes only Resent-To/Cc/Bcc.
+			name: "script: Resent- fields",
+			argv: []string{"-t", "-i"},
+			input: "Resent-From: root\nResent-To: ops@example.com\nResent-Bcc: audit@example.com\n" +
+				"From: alice@example.com\nTo: bob@example.com\nSubject: fwd\n\nbody\n",
+			env:  envelope{callerAddr(), []string{"ops@example.com", "audit@example.com"}},
+			body: "body\n",
+			check: func(t *testing.T, m *msg) {
+				checkAddrs(t, m, "To", "bob@example.com")
+				checkAddrs(t, m, "Resent-To", "ops@example.com")
+				checkAddrs(t, m, "Resent-From", root)
 			},
 		},
 	}

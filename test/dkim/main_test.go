@@ -96,12 +96,11 @@ func setup(dir string) error {
 	if err != nil {
 		goTool = "/usr/local/go/bin/go"
 	}
-	for _, p := range []string{"sendmail", "mailq"} {
-		cmd := exec.Command(goTool, "build", "-o", filepath.Join(dir, p), "./cmd/"+p)
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("go build ./cmd/%s: %v\n%s", p, err, out)
-		}
+	// One go build for both links them side by side.
+	cmd := exec.Command(goTool, "build", "-o", dir+string(filepath.Separator), "./cmd/sendmail", "./cmd/mailq")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build ./cmd/sendmail ./cmd/mailq: %v\n%s", err, out)
 	}
 	world.sendmail = filepath.Join(dir, "sendmail")
 	world.mailq = filepath.Join(dir, "mailq")
@@ -184,8 +183,8 @@ target = "stderr"
 // keyFiles are the private keys of the config.
 type keyFiles struct {
 	rsa string // example.com, s=rsa: RSA 2048, PKCS#1 ("RSA PRIVATE KEY")
-	ed string  // example.com, s=ed: Ed25519, PKCS#8
-	k1 string  // other.example, s=k1: RSA 2048, PKCS#8 ("PRIVATE KEY")
+	ed  string // example.com, s=ed: Ed25519, PKCS#8
+	k1  string // other.example, s=k1: RSA 2048, PKCS#8 ("PRIVATE KEY")
 }
 
 // makeKeys writes the keys with openssl, mode 0600, and checks that each

@@ -214,6 +214,103 @@ var shapes = []shape{
 		check: bodyIs("the last line has no line break\r\n"),
 	},
 	{
+		name: "lines of dots (dot-stuffed in DATA)",
+		msg: func(to string) string {
+			return header("alice@example.com", to, "dots") + "\n.\n..\n.x\n. \nend\n"
+		},
+		sigs:  exampleCom,
+		check: bodyIs(".\r\n..\r\n.x\r\n. \r\nend\r\n"),
+	},
+	{
+		name: "empty body",
+		msg: func(to string) string {
+			return header("alice@example.com", to, "empty body") + "\n"
+		},
+		sigs:  exampleCom,
+		check: bodyIs(""),
+	},
+	{
+		name: "header section only, no blank line",
+		msg: func(to string) string {
+			return header("alice@example.com", to, "header only")
+		},
+		sigs: exampleCom,
+	},
+	{
+		name: "mbox From_ line first",
+		msg: func(to string) string {
+			return "From alice@example.com Mon Nov  2 10:00:00 2026\n" + header("alice@example.com", to, "mbox") + "\nbody\n"
+		},
+		sigs:  exampleCom,
+		check: bodyIs("body\r\n"),
+	},
+	{
+		name: "raw UTF-8 in the header",
+		msg: func(to string) string {
+			return header("Jürgen Müller <juergen@example.com>", to, "Grüße — 日本語") + "\nhi\n"
+		},
+		sigs:  exampleCom,
+		check: fieldIs("Subject", "Grüße — 日本語"),
+	},
+	{
+		name: "bare CR in the header",
+		msg: func(to string) string {
+			return header("alice@example.com", to, "progress 10%\r20%") + "\nbody\n"
+		},
+		sigs: exampleCom,
+		check: func(t *testing.T, path string) {
+			h, _ := readSent(t, path)
+			if bytes.Contains(bytes.ReplaceAll(h, []byte("\r\n"), nil), []byte("\r")) {
+				t.Errorf("a bare CR was sent in the header: %q", h)
+			}
+		},
+	},
+	{
+		name: "Latin-1 body with a 3000-octet line, re-encoded",
+		msg: func(to string) string {
+			return header("alice@example.com", to, "latin-1") + "\n\xe9t\xe9 \xe0 la plage\n" + strings.Repeat("caf\xe9 ", 600) + "\n"
+		},
+		sigs: exampleCom,
+		check: func(t *testing.T, path string) {
+			if got, want := field(t, path, "Content-Type"), "text/plain; charset=unknown-8bit"; got != want {
+				t.Errorf("Content-Type: %q, want %q", got, want)
+			}
+		},
+	},
+	{
+		name: "base64 attachment in 4000-character lines, re-wrapped",
+		msg: func(to string) string {
+			enc := base64.StdEncoding.EncodeToString(smallAttachment)
+			var b strings.Builder
+			for len(enc) > 4000 {
+				b.WriteString(enc[:4000] + "\n")
+				enc = enc[4000:]
+			}
+			b.WriteString(enc + "\n")
+			return header("alice@example.com", to, "unwrapped base64") +
+				"MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"b\"\n\n--b\n" +
+				"Content-Type: text/plain\n\ntext\n--b\nContent-Type: application/octet-stream\n" +
+				"Content-Transfer-Encoding: base64\n\n" + b.String() + "--b--\n"
+		},
+		sigs: exampleCom,
+		check: func(t *testing.T, path string) {
+			parts := readMultipart(t, path)
+			if len(parts) != 2 {
+				t.Fatalf("%d parts, want 2", len(parts))
+			}
+			if want := sha256.Sum256(smallAttachment); parts[1].sum != want {
+				t.Errorf("the attachment decodes to %d bytes that differ from the %d sent", parts[1].n, len(smallAttachment))
+			}
+			_, body := readSent(t, path)
+			for _, l := range bytes.SplitAfter(body, []byte("\r\n")) {
+				if len(l) > 1000 {
+					t.Errorf("a line of %d octets was sent", len(l))
+					break
+				}
+			}
+		},
+	},
+	{
 		name: "From in other.example",
 		msg: func(to string) string {
 			return header("Bob <bob@other.example>", to, "other domain") + "\nsigned with k1 only\n"

@@ -670,7 +670,7 @@ func checkQueueAsRoot(t *testing.T, sent []submission) {
 	}
 	for u, n := range want {
 		if len(perUser[u]) != n {
-			t.Errorf("mailq --json as root lists %d message(s) from %s, want %d (queue: %s)", len(perUser[u]), u, n, out)
+			t.Errorf("mailq --json as root lists %d message(s) from %s, want %d (queue: %v)", len(perUser[u]), u, n, perUser)
 		}
 	}
 	for i := range sent {
@@ -775,10 +775,18 @@ func checkDelivered(t *testing.T, s *sink, sent []submission) {
 		entries, err := os.ReadDir(filepath.Join(spoolDir, d))
 		tcheck(t, err, "read "+d)
 		for _, e := range entries {
-			if !strings.HasPrefix(e.Name(), ".") {
-				info, _ := e.Info()
-				t.Errorf("left in %s/ after delivery: %s (mode %v): the runner could not pick it up", d, e.Name(), info.Mode())
+			if strings.HasPrefix(e.Name(), ".") {
+				continue
 			}
+			info, err := e.Info()
+			if err != nil {
+				continue
+			}
+			hint := ""
+			if info.Mode().Perm()&0o040 == 0 {
+				hint = " (not readable by the group postdrop: sendmail must create queue files 0640 whatever the caller's umask)"
+			}
+			t.Errorf("left in %s/ after delivery: %s, mode %v%s", d, e.Name(), info.Mode(), hint)
 		}
 	}
 }
