@@ -72,7 +72,7 @@ func adminMessages(sp *spool.Spool, ids []string, hold, release, delivered bool,
 				code = exTempFail
 				continue
 			}
-			if !l.State.Uncertain && !sp.Sending(id) {
+			if !l.State.Uncertain && !l.Sending() {
 				l.Close()
 				fmt.Fprintf(std.Err, "mailq: %s: not uncertain; use -d to delete it\n", id)
 				code = exUsage

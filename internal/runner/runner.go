@@ -296,7 +296,7 @@ func (w *worker) deliver(ctx context.Context, id string, opts Options) outcome {
 	defer l.Close()
 	now := r.Now()
 	st := &l.State
-	if r.Spool.Sending(id) {
+	if l.Sending() {
 		// A runner died between the final dot and the reply.
 		return w.uncertain(l, "delivery uncertain: the runner stopped after sending the message and before the server's reply")
 	}
@@ -458,7 +458,6 @@ func (w *worker) finishRelay(l *spool.Locked, sent []string, fails []failure, de
 	hist := spool.Attempt{Time: now, Relay: relay, Reply: reply}
 	switch {
 	case len(deferred) == 0:
-		l.ClearSending()
 		if err := l.Remove(); err != nil {
 			r.Log.Errorf("%s: %v", l.ID, err)
 		}

@@ -69,6 +69,9 @@ type Locked struct {
 	ID    string
 	State State
 	s     *Spool
+	// hasState and sending say which companion files exist, so that
+	// Remove does not unlink what is not there.
+	hasState, sending bool
 }
 
 // Lock opens queue/ID and takes its exclusive lock without waiting.
@@ -100,34 +103,49 @@ func (s *Spool) Lock(id string) (*Locked, error) {
 		return nil, fmt.Errorf("spool: %s: %w", p, err)
 	}
 	l := &Locked{QueueFile: &QueueFile{Env: env, f: f}, ID: id, s: s}
-	st, err := s.readState(id)
+	st, found, err := s.readStateFound(id)
 	if err != nil {
 		f.Close()
 		return nil, err
 	}
-	l.State = st
+	l.State, l.hasState = st, found
+	l.sending = s.Sending(id)
 	return l, nil
 }
 
 func (s *Spool) readState(id string) (State, error) {
+	st, _, err := s.readStateFound(id)
+	return st, err
+}
+
+func (s *Spool) readStateFound(id string) (State, bool, error) {
 	var st State
 	p := s.path(QueueDir, id+".state")
 	b, err := os.ReadFile(p)
 	if errors.Is(err, fs.ErrNotExist) {
-		return st, nil
+		return st, false, nil
 	}
 	if err != nil {
-		return st, fmt.Errorf("spool: read %s: %w", p, err)
+		return st, false, fmt.Errorf("spool: read %s: %w", p, err)
 	}
 	if err := json.Unmarshal(b, &st); err != nil {
-		return st, fmt.Errorf("spool: %s: %w", p, err)
+		return st, true, fmt.Errorf("spool: %s: %w", p, err)
 	}
-	return st, nil
+	return st, true, nil
 }
+
+// Sending reports whether the message carried the sending marker when it
+// was locked, or has been marked since: a runner died in the middle of
+// its final dot.
+func (l *Locked) Sending() bool { return l.sending }
 
 // SaveState writes l.State atomically and durably.
 func (l *Locked) SaveState() error {
-	return l.s.writeState(l.ID, &l.State)
+	if err := l.s.writeState(l.ID, &l.State); err != nil {
+		return err
+	}
+	l.hasState = true
+	return nil
 }
 
 func (s *Spool) writeState(id string, st *State) error {
@@ -166,12 +184,16 @@ func (l *Locked) MarkSending() error {
 		return fmt.Errorf("spool: mark %s: %w", p, err)
 	}
 	f.Close()
+	l.sending = true
 	return l.s.syncQueueDir()
 }
 
 // ClearSending removes the marker; the next SaveState makes it durable.
 func (l *Locked) ClearSending() {
-	os.Remove(l.s.path(QueueDir, l.ID+".sending"))
+	if l.sending {
+		os.Remove(l.s.path(QueueDir, l.ID+".sending"))
+		l.sending = false
+	}
 }
 
 // Sending reports whether the message carries the sending marker.
@@ -188,8 +210,12 @@ func (l *Locked) Remove() error {
 	if err := os.Remove(p); err != nil {
 		return fmt.Errorf("spool: remove %s: %w", p, err)
 	}
-	os.Remove(p + ".state")
-	os.Remove(p + ".sending")
+	if l.hasState {
+		os.Remove(p + ".state")
+	}
+	if l.sending {
+		os.Remove(p + ".sending")
+	}
 	return l.Close()
 }
 
