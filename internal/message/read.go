@@ -8,8 +8,7 @@
 // header section is parsed into a go-message textproto.Header, which keeps
 // each field's raw bytes and order, so only fields Postie changes are
 // rewritten. The body is streamed, never held in memory, with line endings
-// normalized to CRLF, and the facts delivery needs (8-bit, long lines, bare
-// CR, NUL) recorded on the way.
+// normalized to CRLF.
 package message
 
 import (
@@ -38,14 +37,6 @@ type Options struct {
 	MaxSize int64
 }
 
-// Facts are what reading the body found.
-type Facts struct {
-	EightBit  bool
-	LongLines bool
-	BareCR    bool
-	NUL       bool
-}
-
 // DataError is input that cannot be mail; sendmail exits 65 (EX_DATAERR).
 type DataError struct{ Msg string }
 
@@ -65,7 +56,6 @@ type Reader struct {
 	ended bool
 	// HasHeader reports whether the input had a header section.
 	HasHeader bool
-	Facts     Facts
 	n         int64
 }
 
@@ -188,13 +178,13 @@ func isField(line []byte) bool {
 }
 
 // WriteBody copies the body to w with CRLF line endings, ending with a
-// CRLF, and records Facts. It counts toward Options.MaxSize together with
-// whatever the caller reports through already (the header's size).
+// CRLF. Bare CRs and NULs are kept as they came (delivery makes them
+// conformant; see internal/conform). It counts toward Options.MaxSize
+// together with already (the header's size).
 func (r *Reader) WriteBody(w io.Writer, already int64) (int64, error) {
 	bw := bufio.NewWriterSize(w, 64<<10)
 	r.n = already
 	var written int64
-	lineLen := 0
 	atLineStart := true
 	lastCR := false
 	emit := func(p []byte) error {
@@ -206,54 +196,27 @@ func (r *Reader) WriteBody(w io.Writer, already int64) (int64, error) {
 		}
 		return err
 	}
+	// process writes one chunk of a line; ReadSlice ends a chunk at
+	// its first LF, so a LF can only be the chunk's last byte.
 	process := func(chunk []byte) error {
-		// chunk is part of one line; it ends with '\n' if the line
-		// ends here.
-		for i, c := range chunk {
-			switch {
-			case c == '\n':
-				// ReadSlice ends a chunk at its first LF, so this is the
-				// chunk's last byte. Normalize: a line ending is CRLF
-				// whatever came.
-				if lastCR {
-					lineLen-- // the CR belongs to the line ending
-					if err := emit(chunk); err != nil {
-						return err
-					}
-				} else {
-					if err := emit(chunk[:i]); err != nil {
-						return err
-					}
-					if err := emit([]byte("\r\n")); err != nil {
-						return err
-					}
-				}
-				if lineLen > MaxLineLength {
-					r.Facts.LongLines = true
-				}
-				lineLen, lastCR, atLineStart = 0, false, true
-				return nil
-			case c == '\r':
-				if lastCR {
-					r.Facts.BareCR = true
-				}
-				lastCR = true
-				lineLen++
-			default:
-				if lastCR {
-					r.Facts.BareCR = true
-					lastCR = false
-				}
-				if c == 0 {
-					r.Facts.NUL = true
-				} else if c >= 0x80 {
-					r.Facts.EightBit = true
-				}
-				lineLen++
-			}
+		if len(chunk) == 0 {
+			return nil
 		}
-		atLineStart = false
-		return emit(chunk)
+		if chunk[len(chunk)-1] != '\n' {
+			atLineStart = false
+			lastCR = chunk[len(chunk)-1] == '\r'
+			return emit(chunk)
+		}
+		// Normalize the line ending: CRLF whatever came.
+		crlf := len(chunk) >= 2 && chunk[len(chunk)-2] == '\r' || len(chunk) == 1 && lastCR
+		atLineStart, lastCR = true, false
+		if crlf {
+			return emit(chunk)
+		}
+		if err := emit(chunk[:len(chunk)-1]); err != nil {
+			return err
+		}
+		return emit([]byte("\r\n"))
 	}
 	if r.pending != nil {
 		if err := process(r.pending); err != nil {
@@ -294,15 +257,12 @@ func (r *Reader) WriteBody(w io.Writer, already int64) (int64, error) {
 	if !atLineStart {
 		// No final newline (fail2ban, cron output): add one. A
 		// dangling CR becomes part of it.
+		end := "\r\n"
 		if lastCR {
-			if err := emit([]byte("\n")); err != nil {
-				return written, err
-			}
-		} else if err := emit([]byte("\r\n")); err != nil {
-			return written, err
+			end = "\n"
 		}
-		if lineLen > MaxLineLength {
-			r.Facts.LongLines = true
+		if err := emit([]byte(end)); err != nil {
+			return written, err
 		}
 	}
 	if err := bw.Flush(); err != nil {

@@ -217,12 +217,12 @@ func checkCrashLedger(t *testing.T, e *binEnv, ledger []*proc, queue []qentry, c
 	}
 	var killedMailq []*proc
 	var c struct {
-		sendmail, exit0, killed, other                                  int
-		mailq, mailqKilled, mailqOther                                  int
-		once, queued, uncertain, uncertainDelivered                     int
-		killedDelivered, killedQueued, killedUncertain, killedAbsent    int
-		duplicates, corrupt, lost                                       int
-		uncertainUnexplained                                            int
+		sendmail, exit0, killed, other                               int
+		mailq, mailqKilled, mailqOther                               int
+		once, queued, uncertain, uncertainDelivered                  int
+		killedDelivered, killedQueued, killedUncertain, killedAbsent int
+		duplicates, corrupt, lost                                    int
+		uncertainUnexplained                                         int
 	}
 	for _, p := range ledger {
 		if p.kind == "mailq" {

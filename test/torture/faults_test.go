@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -40,6 +41,71 @@ func (s *syncBuf) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// inProc is a sink, a spool and a config for tests that run the
+// enqueue and the queue runner in-process.
+type inProc struct {
+	t    *testing.T
+	cfg  *config.Config
+	sp   *spool.Spool
+	sink *testsink.Sink
+	rec  *recorder
+	env  *enqueue.Env
+	log  syncBuf
+}
+
+// newInProc starts a sink (STARTTLS, no AUTH) and makes a config for it;
+// extra is added to [smarthost] (data_timeout = "1s").
+func newInProc(t *testing.T, extra string) *inProc {
+	t.Helper()
+	sink, err := testsink.Start(testsink.Options{})
+	tcheck(t, err, "start sink")
+	t.Cleanup(func() { sink.Close() })
+	dir := t.TempDir()
+	text := fmt.Sprintf(`hostname = "torture.example"
+spool_dir = %q
+[smarthost]
+address = %q
+tls = "starttls"
+ca_file = %q
+connect_timeout = "5s"
+command_timeout = "5s"
+%s
+[queue]
+deliver = "queue"
+connections = 4
+max_age = "1h"
+retry_min = "1s"
+retry_max = "2s"
+`, filepath.Join(dir, "spool"), sink.Addr, sink.CAFile, extra)
+	cfg, err := config.Parse("torture.toml", text)
+	tcheck(t, err, "config")
+	sp := spool.New(cfg.SpoolDir)
+	tcheck(t, sp.Init(), "spool init")
+	h := &inProc{t: t, cfg: cfg, sp: sp, sink: sink, rec: newRecorder()}
+	h.env = &enqueue.Env{
+		Hostname: "torture.example",
+		Resolver: &address.Resolver{Aliases: address.Aliases{}, Hostname: "torture.example"},
+		Spool:    sp,
+		Caller:   enqueue.Caller{UID: 1000, User: "alice"},
+		Now:      time.Now,
+	}
+	sink.SetFault(testsink.Fault{Data: func(m *testsink.Message) error { h.rec.add(m); return nil }})
+	return h
+}
+
+func (h *inProc) runner() *runner.Runner {
+	h.t.Helper()
+	r, err := runner.New(h.cfg, maillog.NewWriter(&h.log), nil)
+	tcheck(h.t, err, "runner")
+	return r
+}
+
+func (h *inProc) enqueue(l *letter, sender string) {
+	h.t.Helper()
+	_, err := enqueue.Enqueue(h.env, &enqueue.Request{Sender: &sender, Recipients: l.To}, bytes.NewReader(l.Data))
+	tcheck(h.t, err, "enqueue "+l.Token)
 }
 
 // faultCounts counts the faults the sink injected.
@@ -80,32 +146,8 @@ func TestFaults(t *testing.T) {
 		n = 5000
 	}
 	const faultRounds = 6
-	sink, err := testsink.Start(testsink.Options{})
-	tcheck(t, err, "start sink")
-	t.Cleanup(func() { sink.Close() })
-	dir := t.TempDir()
-	text := fmt.Sprintf(`hostname = "torture.example"
-spool_dir = %q
-[smarthost]
-address = %q
-tls = "starttls"
-ca_file = %q
-connect_timeout = "5s"
-command_timeout = "5s"
-data_timeout = %q
-[queue]
-deliver = "queue"
-connections = 4
-max_age = "1h"
-retry_min = "1s"
-retry_max = "2s"
-`, filepath.Join(dir, "spool"), sink.Addr, sink.CAFile, dataTimeout.String())
-	cfg, err := config.Parse("torture.toml", text)
-	tcheck(t, err, "config")
-	sp := spool.New(cfg.SpoolDir)
-	tcheck(t, sp.Init(), "spool init")
-
-	rec := newRecorder()
+	h := newInProc(t, fmt.Sprintf("data_timeout = %q\n", dataTimeout.String()))
+	cfg, sp, sink, rec := h.cfg, h.sp, h.sink, h.rec
 	var fc faultCounts
 	var faultsOn atomic.Bool
 	var inflight atomic.Int64
@@ -175,19 +217,7 @@ retry_max = "2s"
 		},
 	})
 
-	var logw syncBuf
-	newRunner := func() *runner.Runner {
-		r, err := runner.New(cfg, maillog.NewWriter(&logw), nil)
-		tcheck(t, err, "runner")
-		return r
-	}
-	env := &enqueue.Env{
-		Hostname: "torture.example",
-		Resolver: &address.Resolver{Aliases: address.Aliases{}, Hostname: "torture.example"},
-		Spool:    sp,
-		Caller:   enqueue.Caller{UID: 1000, User: "alice"},
-		Now:      time.Now,
-	}
+	newRunner, logw := h.runner, &h.log
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 11))
 	letters := map[string]*letter{}
 	var order []string
@@ -209,9 +239,7 @@ retry_max = "2s"
 				size = 300<<10 + rng.IntN(100<<10)
 			}
 			l := newLetter(rng, token, faultSender, rcpts, size)
-			sender := faultSender
-			_, err := enqueue.Enqueue(env, &enqueue.Request{Sender: &sender, Recipients: rcpts}, bytes.NewReader(l.Data))
-			tcheck(t, err, "enqueue "+token)
+			h.enqueue(l, faultSender)
 			letters[token] = l
 			order = append(order, token)
 		}
@@ -283,11 +311,20 @@ func checkFaultOutcome(t *testing.T, sp *spool.Spool, rec *recorder, letters map
 		failed  bool
 	}
 	dsns := map[string]*dsnSeen{}
+	// A bounce is known by its Message-ID and what it reports, so that
+	// one bounce seen twice (held uncertain and also delivered) counts
+	// once, and two bounces sharing a Message-ID count twice.
+	idKeys := map[string]map[string]bool{}
 	seen := func(d dsnInfo) *dsnSeen {
-		s := dsns[d.MessageID]
+		key := d.MessageID + "|" + d.Token + "|" + strings.Join(d.Recipients, ",")
+		s := dsns[key]
 		if s == nil {
 			s = &dsnSeen{info: d}
-			dsns[d.MessageID] = s
+			dsns[key] = s
+			if idKeys[d.MessageID] == nil {
+				idKeys[d.MessageID] = map[string]bool{}
+			}
+			idKeys[d.MessageID][key] = true
 		}
 		return s
 	}
@@ -342,11 +379,24 @@ func checkFaultOutcome(t *testing.T, sp *spool.Spool, rec *recorder, letters map
 		seen(parseDSN(readSpooled(t, filepath.Join(failedDir, name)))).failed = true
 		failedDSNs++
 	}
+	collisions := 0
+	for id, keys := range idKeys {
+		if len(keys) > 1 {
+			collisions++
+			var what []string
+			for k := range keys {
+				what = append(what, k)
+			}
+			sort.Strings(what)
+			t.Errorf("%d different bounces share the Message-ID %s: %v (dsn.Report.messageID is unique only per queue ID and second)", len(keys), id, what)
+		}
+	}
 	// bounced[token][rcpt] lists the bounces naming the recipient.
 	bounced := map[string]map[string][]string{}
 	var dsnDup, dsnAtSink, status5, status447 int
 	statuses := map[string]int{}
-	for id, s := range dsns {
+	for _, s := range dsns {
+		id := s.info.MessageID
 		if s.atSink > 1 {
 			dsnDup++
 			t.Errorf("bounce %s delivered %d times", id, s.atSink)
@@ -431,8 +481,8 @@ func checkFaultOutcome(t *testing.T, sp *spool.Spool, rec *recorder, letters map
 	}
 	t.Logf("faults outcome: %d messages, %d recipients: delivered once %d, bounced once %d, held uncertain %d (in %d messages; the sink got %d of them), lost %d, delivered twice %d, bounced twice %d, corrupt %d",
 		len(order), c.rcpts, c.delivered, c.bounced, c.heldU, heldMsgs, c.heldUDelivered, c.lost, c.dup, c.dsnTwice, c.corrupt)
-	t.Logf("faults bounces: %d distinct (%d delivered to the sender, %d held uncertain, %d in failed/ after failing themselves), Final-Recipient status 5.x.x %d, 4.4.7 expired %d (%v); bounces delivered twice %d",
-		len(dsns), dsnAtSink, heldDSNs, failedDSNs, status5, status447, statuses, dsnDup)
+	t.Logf("faults bounces: %d distinct (%d delivered to the sender, %d held uncertain, %d in failed/ after failing themselves), Final-Recipient status 5.x.x %d, 4.4.7 expired %d (%v); bounces delivered twice %d; Message-IDs shared by different bounces %d",
+		len(dsns), dsnAtSink, heldDSNs, failedDSNs, status5, status447, statuses, dsnDup, collisions)
 	return !t.Failed()
 }
 
