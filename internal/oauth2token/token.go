@@ -23,12 +23,13 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/oauth2"
+
+	"github.com/postie-mail/postie/internal/safeio"
 )
 
 // Config describes the token endpoint and the credentials.
@@ -170,23 +171,7 @@ func (s *Source) writeCache(c cached) error {
 	if err != nil {
 		return err
 	}
-	dir := filepath.Dir(s.cfg.CacheFile)
-	f, err := os.CreateTemp(dir, ".oauth2-token.")
-	if err != nil {
-		return fmt.Errorf("oauth2: token cache: %w", err)
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), s.cfg.CacheFile)
-	}
-	if err != nil {
-		os.Remove(f.Name())
+	if err := safeio.WriteFile(s.cfg.CacheFile, b); err != nil {
 		return fmt.Errorf("oauth2: token cache %s: %w", s.cfg.CacheFile, err)
 	}
 	return nil

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/postie-mail/postie/internal/safeio"
 )
 
 // State is a queued message's delivery state, kept in ID.state.
@@ -153,24 +155,7 @@ func (s *Spool) writeState(id string, st *State) error {
 	if err != nil {
 		return fmt.Errorf("spool: encode state: %w", err)
 	}
-	dir := s.path(QueueDir)
-	f, err := os.CreateTemp(dir, "."+id+".state.")
-	if err != nil {
-		return fmt.Errorf("spool: state for %s: %w", id, err)
-	}
-	tmp := f.Name()
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, s.path(QueueDir, id+".state"))
-	}
-	if err != nil {
-		os.Remove(tmp)
+	if err := safeio.WriteFile(s.path(QueueDir, id+".state"), b); err != nil {
 		return fmt.Errorf("spool: write state of %s: %w", id, err)
 	}
 	return s.syncQueueDir()
