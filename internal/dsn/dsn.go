@@ -231,8 +231,10 @@ func (rep *Report) delayOnly() bool {
 	return true
 }
 
-// messageID returns the left part of the notification's Message-ID, unique
-// for one kind of notification about one queue ID at one second.
+// messageID returns the left part of the notification's Message-ID: the
+// time, the queue ID and 48 random bits, since one message can fail in two
+// attempts within a second, and receivers drop a second message with a
+// Message-ID they have seen.
 func (rep *Report) messageID(delay bool) string {
 	id := ascii(clean(rep.QueueID))
 	id = strings.Map(func(r rune) rune {
@@ -250,7 +252,9 @@ func (rep *Report) messageID(delay bool) string {
 	if delay {
 		kind = "delay"
 	}
-	return rep.Now.UTC().Format("20060102150405") + "." + id + "." + kind
+	r := make([]byte, 6)
+	rand.Read(r)
+	return rep.Now.UTC().Format("20060102150405") + "." + id + "." + hex.EncodeToString(r) + "." + kind
 }
 
 // newBoundary returns a random boundary. "=_" cannot occur in

@@ -78,12 +78,42 @@ func adminMessages(sp *spool.Spool, ids []string, hold, release, delivered bool,
 				code = exUsage
 				continue
 			}
-			if err := l.Remove(); err != nil {
+			// The recipients the server had accepted are settled as
+			// delivered; others of the same attempt (refused ones were
+			// bounced, deferred ones are owed) stay.
+			uncertain := map[string]bool{}
+			for _, rc := range l.State.UncertainRcpts {
+				uncertain[rc] = true
+			}
+			var owed []string
+			for _, rc := range l.State.Pending(l.Env) {
+				if len(uncertain) > 0 && !uncertain[rc] {
+					owed = append(owed, rc)
+				}
+			}
+			if len(owed) == 0 {
+				if err := l.Remove(); err != nil {
+					fmt.Fprintf(std.Err, "mailq: %s: %v\n", id, err)
+					code = exTempFail
+					continue
+				}
+				fmt.Fprintf(std.Out, "%s: marked delivered and removed\n", id)
+				continue
+			}
+			st := &l.State
+			st.Done = append(st.Done, st.UncertainRcpts...)
+			st.Remaining, st.UncertainRcpts = owed, nil
+			st.Held, st.Uncertain, st.NextAttempt = "", false, time.Time{}
+			st.AddAttempt(spool.Attempt{Time: time.Now(), Status: "marked delivered"})
+			l.ClearSending()
+			err = l.SaveState()
+			l.Close()
+			if err != nil {
 				fmt.Fprintf(std.Err, "mailq: %s: %v\n", id, err)
 				code = exTempFail
 				continue
 			}
-			fmt.Fprintf(std.Out, "%s: marked delivered and removed\n", id)
+			fmt.Fprintf(std.Out, "%s: marked delivered; %d recipient(s) still owed\n", id, len(owed))
 			continue
 		}
 		l, err := sp.Lock(id)

@@ -58,12 +58,12 @@ func (w *worker) prepare(l *spool.Locked, to []string) (*submit.Message, error) 
 	return m, nil
 }
 
-// bounce queues a delivery status notification for the failed
-// recipients, to the envelope sender, from the null sender. A message from
-// the null sender (itself a bounce) is never bounced: it goes to the
-// bounce_to address when one is configured, else to failed/ and the log.
-// It returns the number of notifications queued.
-func (w *worker) bounce(l *spool.Locked, fails []failure) (int, error) {
+// sealBounce writes a delivery status notification for the failed
+// recipients, to the envelope sender, from the null sender, sealed in tmp/
+// for finish to publish (see there). A message from the null sender
+// (itself a bounce) is never bounced: it goes to the bounce_to address
+// when one is configured, else to failed/ and the log; then the ID is "".
+func (w *worker) sealBounce(l *spool.Locked, fails []failure) (string, error) {
 	r := w.r
 	env := l.Env
 	var to []string
@@ -76,9 +76,9 @@ func (w *worker) bounce(l *spool.Locked, fails []failure) (int, error) {
 	if len(to) == 0 {
 		r.Log.Errorf("%s: undeliverable message from <%s> kept in %s/%s: %s", l.ID, env.Sender, spool.FailedDir, l.ID, fails[0].diag)
 		if err := copyToFailed(r.Spool, l); err != nil {
-			return 0, err
+			return "", err
 		}
-		return 0, nil
+		return "", nil
 	}
 	rep := &dsn.Report{
 		ReportingMTA:    r.Cfg.Hostname,
@@ -102,12 +102,12 @@ func (w *worker) bounce(l *spool.Locked, fails []failure) (int, error) {
 	}
 	wr, err := r.Spool.Create(r.Now())
 	if err != nil {
-		return 0, err
+		return "", err
 	}
 	defer wr.Abort()
 	var facts conform.Scanner
 	if err := dsn.Write(io.MultiWriter(wr, &facts), rep, l.Message()); err != nil {
-		return 0, fmt.Errorf("write bounce: %w", err)
+		return "", fmt.Errorf("write bounce: %w", err)
 	}
 	f := facts.Facts()
 	benv := &spool.Envelope{
@@ -123,11 +123,11 @@ func (w *worker) bounce(l *spool.Locked, fails []failure) (int, error) {
 		UID:        -1,
 		User:       "MAILER-DAEMON",
 	}
-	if err := wr.Commit(benv); err != nil {
-		return 0, err
+	if err := wr.Seal(benv); err != nil {
+		return "", err
 	}
 	r.Log.Printf("%s: sender non-delivery notification: %s", l.ID, wr.ID)
-	return 1, nil
+	return wr.ID, nil
 }
 
 // diagnostic is the DSN Diagnostic-Code: "smtp; reply" for a server's

@@ -296,9 +296,25 @@ func (w *worker) deliver(ctx context.Context, id string, opts Options) outcome {
 	defer l.Close()
 	now := r.Now()
 	st := &l.State
+	// Finish what a runner that died left half done: a sealed bounce
+	// to publish, a settled message to remove.
+	if st.PendingBounce != "" {
+		if err := r.Spool.Publish(st.PendingBounce); err != nil {
+			r.Log.Errorf("%s: %v", id, err)
+			return outcome{status: "skipped"}
+		}
+		st.PendingBounce = ""
+	}
+	if st.Finished {
+		if err := l.Remove(); err != nil {
+			r.Log.Errorf("%s: %v", id, err)
+		}
+		return outcome{status: "skipped"}
+	}
 	if l.Sending() {
 		// A runner died between the final dot and the reply.
-		return w.uncertain(l, "delivery uncertain: the runner stopped after sending the message and before the server's reply")
+		st.UncertainRcpts = st.Pending(l.Env)
+		return w.uncertain(l, nil, nil, "delivery uncertain: the runner stopped after sending the message and before the server's reply", "")
 	}
 	if st.Held != "" && !opts.Expire {
 		return outcome{status: "held"}
@@ -319,16 +335,16 @@ func (w *worker) deliver(ctx context.Context, id string, opts Options) outcome {
 		for i, rc := range pending {
 			fails[i] = failure{rcpt: rc, status: "4.4.7", diag: reason}
 		}
-		return w.finish(l, nil, fails, nil, "expired", reason)
+		return w.finish(l, nil, fails, nil, "expired", reason, "")
 	}
 	st.Attempts++
 	hosts := r.hostsFor(l.Env.Sender)
 	if len(hosts) == 0 {
-		return w.finish(l, nil, nil, pending, "", ErrNoSmarthost.Error())
+		return w.finish(l, nil, nil, pending, "", ErrNoSmarthost.Error(), "")
 	}
 	msg, err := w.prepare(l, pending)
 	if err != nil {
-		return w.finish(l, nil, nil, pending, "", err.Error())
+		return w.finish(l, nil, nil, pending, "", err.Error(), "")
 	}
 	// Each host in turn takes what the previous ones left deferred.
 	var sent []string
@@ -347,52 +363,60 @@ func (w *worker) deliver(ctx context.Context, id string, opts Options) outcome {
 		msg.To = deferred
 		res := sess.Send(ctx, msg)
 		relay = sess.Relay()
-		if res.Uncertain {
-			if len(sent) > 0 {
-				r.Log.Delivery(maillog.Attempt{ID: l.ID, To: sent, Relay: relay, Delay: now.Sub(l.Env.Arrival), Tries: st.Attempts, Status: "sent", Reply: reply})
-				st.Done = append(st.Done, sent...)
-				st.Remaining = deferred
-			}
-			return w.uncertain(l, fmt.Sprintf("delivery uncertain: connection to %s lost after the message was sent and before the reply: %v", relay, res.Err))
-		}
-		if res.Err != nil {
-			var se *submit.Error
-			if errors.As(res.Err, &se) && se.Permanent {
-				for _, rc := range deferred {
-					f := failure{rcpt: rc, status: enhanced(se.Code, se.Enhanced), diag: oneLine(res.Err.Error()), relay: relay, smtp: se.Code != 0}
-					if se.Code != 0 {
-						f.diag = oneLine(se.Reply())
-					}
-					fails = append(fails, f)
-				}
-				deferred = nil
-				reply = oneLine(res.Err.Error())
-				break
-			}
-			reply = oneLine(res.Err.Error())
-			continue
-		}
-		var still []string
+		se := res.Failure()
+		var still, unsure []string
 		var lastTemp string
 		for i, rr := range res.Rcpts {
 			rc := msg.To[i]
 			switch {
-			case rr.Accepted:
+			case rr.Accepted && res.Uncertain:
+				unsure = append(unsure, rc)
+			case rr.Accepted && se == nil:
 				sent = append(sent, rc)
+			case rr.Accepted && se.Permanent:
+				// Refused at DATA or at the final dot.
+				fails = append(fails, failureFrom(rc, se.Code, se.Enhanced, replyOf(se), relay))
+			case rr.Accepted:
+				still = append(still, rc)
+				lastTemp = fmt.Sprintf("%s: %s", rc, replyOf(se))
 			case rr.Permanent:
-				fails = append(fails, failure{rcpt: rc, status: enhanced(rr.Code, rr.Enhanced), diag: oneLine(rr.Reply()), relay: relay, smtp: rr.Code != 0})
+				fails = append(fails, failureFrom(rc, rr.Code, rr.Enhanced, oneLine(rr.Reply()), relay))
 			default:
 				still = append(still, rc)
 				lastTemp = fmt.Sprintf("%s: %s", rc, oneLine(rr.Reply()))
 			}
 		}
+		if len(res.Rcpts) == 0 && se != nil {
+			// The transaction failed before any RCPT (MAIL FROM
+			// refused, a local check).
+			for _, rc := range deferred {
+				if se.Permanent {
+					fails = append(fails, failureFrom(rc, se.Code, se.Enhanced, replyOf(se), relay))
+				} else {
+					still = append(still, rc)
+				}
+			}
+			lastTemp = replyOf(se)
+		}
 		deferred = still
 		reply = oneLine(res.Reply)
-		if len(still) > 0 {
+		if lastTemp != "" {
 			reply = lastTemp
 		}
+		if res.Uncertain {
+			st.UncertainRcpts = unsure
+			return w.uncertain(l, sent, fails, fmt.Sprintf("delivery uncertain: connection to %s lost after the message was sent and before the reply: %v", relay, res.Err), relay)
+		}
 	}
-	return w.finishRelay(l, sent, fails, deferred, "", reply, relay)
+	return w.finish(l, sent, fails, deferred, "", reply, relay)
+}
+
+// replyOf is the server's reply in a transaction failure, or the error.
+func replyOf(se *submit.Error) string {
+	if r := se.Reply(); r != "" {
+		return oneLine(r)
+	}
+	return oneLine(se.Error())
 }
 
 // failure is a recipient that failed permanently.
@@ -401,23 +425,30 @@ type failure struct {
 	smtp                      bool // diag is the server's reply
 }
 
+func failureFrom(rcpt string, code int, enh [3]int, diag, relay string) failure {
+	return failure{rcpt: rcpt, status: enhanced(code, enh), diag: diag, relay: relay, smtp: code != 0}
+}
+
 func enhanced(code int, e [3]int) string {
 	if e[0] != 0 {
 		return fmt.Sprintf("%d.%d.%d", e[0], e[1], e[2])
 	}
-	if code >= 500 {
+	if code >= 500 || code == 0 {
 		return "5.0.0"
 	}
 	return "4.0.0"
 }
 
-func (w *worker) finish(l *spool.Locked, sent []string, fails []failure, deferred []string, status, reply string) outcome {
-	return w.finishRelay(l, sent, fails, deferred, status, reply, "")
-}
-
-// finishRelay records the outcome of an attempt: bounces for failures,
-// the remaining recipients for deferrals, removal when nothing is owed.
-func (w *worker) finishRelay(l *spool.Locked, sent []string, fails []failure, deferred []string, status, reply, relay string) outcome {
+// finish records the outcome of an attempt: the log lines, bounces for
+// failures, the recipients still owed, removal when nothing is.
+//
+// Order matters for a crash at any instant. A bounce is sealed in tmp/
+// first; then the state records the settled recipients and the pending
+// bounce; then the bounce is published, and the message removed or its
+// sending marker cleared. A runner killed anywhere in between leaves a
+// state that the next one completes, with no bounce lost or doubled and
+// no recipient sent twice.
+func (w *worker) finish(l *spool.Locked, sent []string, fails []failure, deferred []string, status, reply, relay string) outcome {
 	r := w.r
 	now := r.Now()
 	st := &l.State
@@ -426,6 +457,7 @@ func (w *worker) finishRelay(l *spool.Locked, sent []string, fails []failure, de
 	if len(sent) > 0 {
 		r.Log.Delivery(maillog.Attempt{ID: l.ID, To: sent, Relay: relay, Delay: delay, Tries: st.Attempts, Status: "sent", Reply: reply})
 	}
+	var bounceID string
 	if len(fails) > 0 {
 		to := make([]string, len(fails))
 		for i, f := range fails {
@@ -436,72 +468,135 @@ func (w *worker) finishRelay(l *spool.Locked, sent []string, fails []failure, de
 			s = "expired"
 		}
 		r.Log.Delivery(maillog.Attempt{ID: l.ID, To: to, Relay: relay, Delay: delay, Tries: st.Attempts, Status: s, Reply: fails[0].diag})
-		n, err := w.bounce(l, fails)
+		id, err := w.sealBounce(l, fails)
 		if err != nil {
 			// Without a bounce the failure would go unreported: keep
 			// the recipients owed and try again later.
 			r.Log.Errorf("%s: cannot queue bounce: %v", l.ID, err)
 			deferred = append(deferred, to...)
+			fails = nil
 		} else {
-			o.bounces = n
+			bounceID = id
 		}
 	}
 	if len(deferred) > 0 {
 		r.Log.Delivery(maillog.Attempt{ID: l.ID, To: deferred, Relay: relay, Delay: delay, Tries: st.Attempts, Status: "deferred", Reply: reply})
 	}
-	for _, s := range sent {
-		st.Done = append(st.Done, s)
-	}
+	st.Done = append(st.Done, sent...)
 	for _, f := range fails {
 		st.Done = append(st.Done, f.rcpt)
 	}
-	hist := spool.Attempt{Time: now, Relay: relay, Reply: reply}
-	switch {
-	case len(deferred) == 0:
+	if len(fails) > 0 {
+		o.status = "bounced"
+	} else {
+		o.status = "sent"
+	}
+	if len(deferred) == 0 {
+		if bounceID == "" {
+			// Delivered: the sending marker (if any) covers a crash
+			// before the removal (the message comes back uncertain,
+			// never as new).
+			if err := l.Remove(); err != nil {
+				r.Log.Errorf("%s: %v", l.ID, err)
+			}
+			return o
+		}
+		st.Finished, st.PendingBounce = true, bounceID
+		if err := l.SaveState(); err != nil {
+			r.Log.Errorf("%s: %v", l.ID, err)
+			return o
+		}
+		if err := r.Spool.Publish(bounceID); err != nil {
+			r.Log.Errorf("%s: %v", l.ID, err)
+			return o
+		}
+		o.bounces = 1
 		if err := l.Remove(); err != nil {
 			r.Log.Errorf("%s: %v", l.ID, err)
 		}
-		if len(fails) > 0 {
-			o.status = "bounced"
-		} else {
-			o.status = "sent"
-		}
 		return o
-	default:
-		st.Remaining = deferred
-		st.LastError = reply
-		st.NextAttempt = now.Add(r.backoff(st.Attempts))
-		hist.Status = "deferred"
-		st.AddAttempt(hist)
-		l.ClearSending()
-		if err := l.SaveState(); err != nil {
-			r.Log.Errorf("%s: %v", l.ID, err)
-		}
+	}
+	st.Remaining = deferred
+	st.LastError = reply
+	st.NextAttempt = now.Add(r.backoff(st.Attempts))
+	st.PendingBounce = bounceID
+	st.AddAttempt(spool.Attempt{Time: now, Relay: relay, Reply: reply, Status: "deferred"})
+	// The state first, then the marker: a runner killed in between
+	// leaves a marker older than the state, which Lock ignores.
+	if err := l.SaveState(); err != nil {
+		r.Log.Errorf("%s: %v", l.ID, err)
 		o.status = "deferred"
 		return o
 	}
+	l.ClearSending()
+	if bounceID != "" {
+		if err := r.Spool.Publish(bounceID); err != nil {
+			r.Log.Errorf("%s: %v", l.ID, err)
+		} else {
+			o.bounces = 1
+		}
+	}
+	o.status = "deferred"
+	return o
 }
 
-// uncertain holds a message whose delivery may have happened.
-func (w *worker) uncertain(l *spool.Locked, reason string) outcome {
+// uncertain holds a message whose delivery may have happened to
+// st.UncertainRcpts. Recipients sent to an earlier host, or refused, in
+// the same attempt are settled as usual; the rest stay owed.
+func (w *worker) uncertain(l *spool.Locked, sent []string, fails []failure, reason, relay string) outcome {
 	r := w.r
 	st := &l.State
+	now := r.Now()
+	if len(sent) > 0 {
+		r.Log.Delivery(maillog.Attempt{ID: l.ID, To: sent, Relay: relay, Delay: now.Sub(l.Env.Arrival), Tries: st.Attempts, Status: "sent", Reply: "250"})
+		st.Done = append(st.Done, sent...)
+	}
+	var bounceID string
+	if len(fails) > 0 {
+		if id, err := w.sealBounce(l, fails); err == nil {
+			bounceID = id
+			for _, f := range fails {
+				st.Done = append(st.Done, f.rcpt)
+			}
+		} else {
+			r.Log.Errorf("%s: cannot queue bounce: %v", l.ID, err)
+		}
+	}
+	// What is still owed: the pending recipients not settled above.
+	done := map[string]bool{}
+	for _, d := range st.Done {
+		done[d] = true
+	}
+	var owed []string
+	for _, p := range st.Pending(l.Env) {
+		if !done[p] {
+			owed = append(owed, p)
+		}
+	}
+	st.Remaining = owed
 	st.Uncertain = true
 	st.LastError = reason
-	st.AddAttempt(spool.Attempt{Time: r.Now(), Status: "uncertain", Reply: reason})
+	st.PendingBounce = bounceID
+	st.AddAttempt(spool.Attempt{Time: now, Relay: relay, Status: "uncertain", Reply: reason})
 	if r.Cfg.Queue.RetryUncertain {
-		st.NextAttempt = r.Now().Add(r.backoff(st.Attempts))
+		st.NextAttempt = now.Add(r.backoff(st.Attempts))
 	} else {
 		st.Held = "uncertain"
 	}
-	r.Log.Delivery(maillog.Attempt{ID: l.ID, To: st.Pending(l.Env), Delay: r.Now().Sub(l.Env.Arrival), Tries: st.Attempts, Status: "uncertain", Reply: reason + " (message-id " + l.Env.MessageID + ")"})
+	r.Log.Delivery(maillog.Attempt{ID: l.ID, To: st.UncertainRcpts, Relay: relay, Delay: now.Sub(l.Env.Arrival), Tries: st.Attempts, Status: "uncertain", Reply: reason + " (message-id " + l.Env.MessageID + ")"})
 	// The state now says uncertain; the marker can go.
 	if err := l.SaveState(); err != nil {
 		r.Log.Errorf("%s: %v", l.ID, err)
 		return outcome{status: "uncertain", reply: reason}
 	}
 	l.ClearSending()
-	return outcome{status: "uncertain", reply: reason}
+	o := outcome{status: "uncertain", reply: reason}
+	if bounceID != "" {
+		if err := r.Spool.Publish(bounceID); err == nil {
+			o.bounces = 1
+		}
+	}
+	return o
 }
 
 func oneLine(s string) string {

@@ -125,6 +125,64 @@ func (w *Writer) Size() int64 { return w.n }
 // durably. After Commit returns nil the message will be delivered or
 // bounced.
 func (w *Writer) Commit(env *Envelope) error {
+	if err := w.seal(env); err != nil {
+		return err
+	}
+	tmp := w.f.Name()
+	dst := w.s.path(IncomingDir, w.ID)
+	if err := renameNoReplace(tmp, dst); err != nil {
+		return fmt.Errorf("spool: rename %s: %w", tmp, err)
+	}
+	w.done = true
+	if err := w.syncRename(); err != nil {
+		// The message is in place but perhaps not durable; the caller
+		// must not report success. Take it back out.
+		w.f.Close()
+		os.Remove(dst)
+		return err
+	}
+	if err := w.f.Close(); err != nil {
+		os.Remove(dst)
+		return fmt.Errorf("spool: close %s: %w", dst, err)
+	}
+	return nil
+}
+
+// Seal completes the file durably but leaves it in tmp/: the runner seals
+// a bounce, records in the original message's state that the bounce is
+// pending, and only then publishes it (Spool.Publish), so that a crash in
+// between neither loses the bounce nor sends it twice.
+func (w *Writer) Seal(env *Envelope) error {
+	if err := w.seal(env); err != nil {
+		return err
+	}
+	w.done = true
+	if err := w.f.Close(); err != nil {
+		os.Remove(w.f.Name())
+		return fmt.Errorf("spool: close %s: %w", w.f.Name(), err)
+	}
+	return nil
+}
+
+// Publish moves a sealed file from tmp/ into incoming/ durably. A file
+// already published (not in tmp/ any more) is not an error.
+func (s *Spool) Publish(id string) error {
+	if !ValidID(id) {
+		return fmt.Errorf("spool: %q is not a queue ID", id)
+	}
+	src := s.path(TmpDir, id)
+	err := renameNoReplace(src, s.path(IncomingDir, id))
+	if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("spool: publish %s: %w", src, err)
+	}
+	return syncDir(s.path(IncomingDir))
+}
+
+// seal writes the envelope and the length, and syncs the file.
+func (w *Writer) seal(env *Envelope) error {
 	env.ID = w.ID
 	env.Size = w.n
 	b, err := json.Marshal(env)
@@ -143,22 +201,6 @@ func (w *Writer) Commit(env *Envelope) error {
 	}
 	if err := w.f.Sync(); err != nil {
 		return fmt.Errorf("spool: sync %s: %w", tmp, err)
-	}
-	dst := w.s.path(IncomingDir, w.ID)
-	if err := renameNoReplace(tmp, dst); err != nil {
-		return fmt.Errorf("spool: rename %s: %w", tmp, err)
-	}
-	w.done = true
-	if err := w.syncRename(); err != nil {
-		// The message is in place but perhaps not durable; the caller
-		// must not report success. Take it back out.
-		w.f.Close()
-		os.Remove(dst)
-		return err
-	}
-	if err := w.f.Close(); err != nil {
-		os.Remove(dst)
-		return fmt.Errorf("spool: close %s: %w", dst, err)
 	}
 	return nil
 }

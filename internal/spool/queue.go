@@ -31,8 +31,17 @@ type State struct {
 	// envelope's.
 	Remaining []string `json:"remaining,omitempty"`
 	// Done are recipients delivered or bounced already.
-	Done    []string  `json:"done,omitempty"`
-	History []Attempt `json:"history,omitempty"`
+	Done []string `json:"done,omitempty"`
+	// Finished says every recipient is settled: the message is removed
+	// once PendingBounce is published.
+	Finished bool `json:"finished,omitempty"`
+	// PendingBounce is the ID of a bounce sealed in tmp/ and not yet
+	// known to be published.
+	PendingBounce string `json:"pending_bounce,omitempty"`
+	// UncertainRcpts are the recipients the server accepted in a
+	// transaction whose outcome is unknown.
+	UncertainRcpts []string  `json:"uncertain_rcpts,omitempty"`
+	History        []Attempt `json:"history,omitempty"`
 }
 
 // Attempt records one delivery attempt.
@@ -111,7 +120,7 @@ func (s *Spool) Lock(id string) (*Locked, error) {
 		return nil, err
 	}
 	l.State, l.hasState = st, found
-	l.sending = s.Sending(id)
+	l.sending = s.sendingAfterState(id)
 	return l, nil
 }
 
@@ -179,6 +188,26 @@ func (l *Locked) ClearSending() {
 		os.Remove(l.s.path(QueueDir, l.ID+".sending"))
 		l.sending = false
 	}
+}
+
+// sendingAfterState reports whether the sending marker exists and is not
+// older than the state file. A runner records the outcome (SaveState)
+// before removing the marker; killed in between, it leaves a marker that
+// the newer state already answers, and the marker is dropped here.
+func (s *Spool) sendingAfterState(id string) bool {
+	mp := s.path(QueueDir, id+".sending")
+	m, err := os.Stat(mp)
+	if err != nil {
+		return false
+	}
+	// Strictly newer: timestamps are coarse (a few ms), and an equal one
+	// could be a previous attempt's state; then the message is held as
+	// uncertain, the safe side.
+	if st, err := os.Stat(s.path(QueueDir, id+".state")); err == nil && st.ModTime().After(m.ModTime()) {
+		os.Remove(mp)
+		return false
+	}
+	return true
 }
 
 // Sending reports whether the message carries the sending marker.

@@ -1,0 +1,152 @@
+package torture
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/postie-mail/postie/internal/testsink"
+)
+
+// The random kills of TestCrash rarely land between two adjacent system
+// calls. These tests kill mailq -q at one exact system call, with
+// strace's fault injection: the call is not performed (it fails with
+// EIO) and the process gets SIGKILL, as if it had been killed just
+// before it. Then a second mailq -q runs normally, and the outcome must
+// be what the spool's durability rules promise.
+
+// killAt runs mailq -q under strace, killing it when it first makes one
+// of the system calls syscalls on path. It skips the test when strace is
+// missing or cannot trace, and fails it when the process was not killed
+// (the call never happened).
+func (e *binEnv) killAt(t *testing.T, path, syscalls string) {
+	t.Helper()
+	strace, err := exec.LookPath("strace")
+	if err != nil {
+		t.Skip("strace is not installed: the exact-instant kill tests need it (apt-get install strace)")
+	}
+	cmd := exec.Command(strace, "-f", "-qq", "-o", "/dev/null", "-P", path,
+		"-e", "trace="+syscalls, "-e", "inject="+syscalls+":error=EIO:signal=KILL:when=1",
+		mailqBin, "-C", e.cfgPath, "-q")
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + e.dir}
+	cmd.Dir = e.dir
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	err = cmd.Run()
+	if strings.Contains(errb.String(), "ptrace") || strings.Contains(errb.String(), "Operation not permitted") {
+		t.Skipf("strace cannot trace here: %s", strings.TrimSpace(errb.String()))
+	}
+	// strace exits with the tracee's signal re-raised or 128+9.
+	if cmd.ProcessState == nil || (exitCode(cmd.ProcessState) != -1 && exitCode(cmd.ProcessState) != 137) {
+		t.Fatalf("mailq -q was not killed at %s of %s: %v; stderr:\n%s", syscalls, path, err, errb.String())
+	}
+}
+
+// submit queues l with sendmail -t -i and returns its queue ID.
+func (e *binEnv) submit(t *testing.T, l *letter) string {
+	t.Helper()
+	before := map[string]bool{}
+	for _, n := range listDir(filepath.Join(e.spoolDir, "incoming")) {
+		before[n] = true
+	}
+	if code, _, errs := e.run(t, sendmailBin, l.Data, "-t", "-i"); code != 0 {
+		t.Fatalf("sendmail: exit %d: %s", code, errs)
+	}
+	for _, n := range listDir(filepath.Join(e.spoolDir, "incoming")) {
+		if !before[n] {
+			return n
+		}
+	}
+	t.Fatal("sendmail exited 0 and incoming/ holds no new message")
+	return ""
+}
+
+// TestKillAfterReplyBeforeRemove kills the runner after the server
+// accepted the message and before the queue file is removed. The
+// message was delivered; it must not be delivered again (it may come
+// back held as uncertain).
+func TestKillAfterReplyBeforeRemove(t *testing.T) {
+	e := newBinEnv(t, "", 1)
+	rng := rand.New(rand.NewPCG(5, 6))
+	l := newLetter(rng, "K1", "sender@torture.example", []string{"bob@dest.example"}, 2<<10)
+	id := e.submit(t, l)
+	e.killAt(t, filepath.Join(e.spoolDir, "queue", id), "unlinkat")
+	if n := len(e.rec.deliveries(l.Token)); n != 1 {
+		t.Fatalf("the killed run delivered %d copies, want 1", n)
+	}
+	e.run(t, mailqBin, nil, "-q")
+	if n := len(e.rec.deliveries(l.Token)); n != 1 {
+		t.Errorf("delivered %d times: a runner killed after the 250 reply to the final dot and before removing queue/%s "+
+			"leaves the message queued without its sending marker (runner.finishRelay calls ClearSending before Remove), "+
+			"so the next flush sends it again", n, id)
+	}
+	for _, q := range e.queue(t) {
+		if q.State != "uncertain" {
+			t.Errorf("%s left as %s", q.ID, q.State)
+		}
+	}
+}
+
+// TestKillAfterPartialDeliveryBeforeState kills the runner after one of
+// two recipients was accepted (the other got 451) and before the state
+// recording that is written. The accepted recipient must not get the
+// message again.
+func TestKillAfterPartialDeliveryBeforeState(t *testing.T) {
+	e := newBinEnv(t, "", 1)
+	e.sink.SetFault(testsink.Fault{
+		Rcpt: func(to string) error {
+			if strings.HasPrefix(to, "later@") {
+				return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 2, 1}, Message: "Mailbox busy"}
+			}
+			return nil
+		},
+		Data: func(m *testsink.Message) error { e.rec.add(m); return nil },
+	})
+	rng := rand.New(rand.NewPCG(7, 8))
+	l := newLetter(rng, "K2", "sender@torture.example", []string{"now@dest.example", "later@dest.example"}, 2<<10)
+	id := e.submit(t, l)
+	e.killAt(t, filepath.Join(e.spoolDir, "queue", id+".state"), "rename,renameat,renameat2")
+	if n := len(e.rec.deliveries(l.Token)); n != 1 {
+		t.Fatalf("the killed run delivered %d copies, want 1", n)
+	}
+	e.run(t, mailqBin, nil, "-q")
+	if n := len(e.rec.deliveries(l.Token)); n != 1 {
+		t.Errorf("now@ got the message %d times: a runner killed after a partial delivery and before the state "+
+			"file names the delivered recipients leaves no sending marker (runner.finishRelay calls ClearSending "+
+			"before SaveState), so the next flush sends to every recipient again", n)
+	}
+}
+
+// TestKillAfterBounceBeforeRemove kills the runner after it queued the
+// bounce for a recipient refused with 550 and before it removed the
+// message. The sender must get one bounce, not two.
+func TestKillAfterBounceBeforeRemove(t *testing.T) {
+	e := newBinEnv(t, "", 1)
+	e.sink.SetFault(testsink.Fault{
+		Rcpt: func(to string) error {
+			if strings.HasPrefix(to, "gone@") {
+				return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "No such user"}
+			}
+			return nil
+		},
+		Data: func(m *testsink.Message) error { e.rec.add(m); return nil },
+	})
+	rng := rand.New(rand.NewPCG(9, 10))
+	l := newLetter(rng, "K3", "sender@torture.example", []string{"gone@dest.example"}, 2<<10)
+	id := e.submit(t, l)
+	e.killAt(t, filepath.Join(e.spoolDir, "queue", id), "unlinkat")
+	e.run(t, mailqBin, nil, "-q")
+	e.rec.mu.Lock()
+	n := len(e.rec.dsns)
+	e.rec.mu.Unlock()
+	if n != 1 {
+		t.Errorf("the sender got %d bounces for one refused recipient: the bounce is committed to incoming/ before "+
+			"the failed recipient is recorded (runner.finishRelay: bounce, then Remove/SaveState), so a runner "+
+			"killed in between bounces the recipient again on the next flush", n)
+	}
+}
