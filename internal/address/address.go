@@ -167,7 +167,7 @@ func envelopeForm(a string) (string, error) {
 	local, domain := a, ""
 	if at >= 0 {
 		local, domain = a[:at], a[at+1:]
-		if domain == "" || strings.ContainsAny(domain, " \t<>()[]\\,;:\"") && !strings.HasPrefix(domain, "[") {
+		if !validDomain(domain) {
 			return "", fmt.Errorf("bad domain %q", domain)
 		}
 	}
@@ -184,6 +184,19 @@ func envelopeForm(a string) (string, error) {
 		return local, nil
 	}
 	return local + "@" + domain, nil
+}
+
+// validDomain accepts a host name (UTF-8 allowed) or an address literal
+// "[...]" with nothing in it that could end the address or start another.
+func validDomain(d string) bool {
+	if d == "" {
+		return false
+	}
+	if strings.HasPrefix(d, "[") {
+		inner, ok := strings.CutSuffix(d[1:], "]")
+		return ok && inner != "" && !strings.ContainsAny(inner, " \t<>()[]\\,;\"@")
+	}
+	return !strings.ContainsAny(d, " \t<>()[]\\,;:\"@")
 }
 
 // unquoteLocal turns `"a b"@x` into `a b@x` so envelopeForm can requote it
