@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" = 0 ] && [ -s .ci/packages ]; then
+  # A package operation interrupted earlier on this machine would make
+  # every apt-get below fail; finish it first.
+  DEBIAN_FRONTEND=noninteractive dpkg --configure -a >/dev/null 2>&1 || true
   pkgs=$(grep -v '^#' .ci/packages | sort -u | tr '\n' ' ')
   missing=$(for p in $pkgs; do dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q 'install ok installed' || echo "$p"; done)
   if [ -n "$missing" ]; then
