@@ -5,6 +5,8 @@
 #
 #   sudo bash bench/peers/run.sh            # the whole run, ~20-30 minutes
 #   QUICK=1 PEERS="" sudo bash bench/peers/run.sh   # Postie only, small counts
+#   POSTIE=0 SCALE=0 PEERS=dma MERGE=old/results.jsonl sudo bash bench/peers/run.sh
+#                                          # measure one peer again, keep the rest
 #
 # It installs each peer from Debian in turn (they conflict as MTAs): postfix
 # (null client; once as Debian sets it up, once with
@@ -74,14 +76,18 @@ rm -rf "$work"
 mkdir -p "$work/bin"
 chmod 755 "$work"
 results=$work/results.jsonl
-: >"$results"
+# MERGE=FILE starts from an earlier run's records; a figure measured again
+# replaces the earlier one in the report.
+if [ -n "${MERGE:-}" ]; then cp "$MERGE" "$results"; else : >"$results"; fi
 bench=$work/bin
 sink_pid=
 current_peer=
 
 route_orig=
+monitor_pid=
 cleanup() {
   set +e
+  if [ -n "$monitor_pid" ]; then kill "$monitor_pid" 2>/dev/null; fi
   sink_stop
   if [ -n "$current_peer" ]; then peer_purge "$current_peer"; fi
   # shellcheck disable=SC2086
@@ -227,6 +233,36 @@ if [ "${QUICKACK:-1}" = 1 ]; then
   fi
 fi
 sed -i "s|\"load_start\"|\"quickack\":\"${QUICKACK:-1}\",\"load_start\"|" "$work/machine.json"
+
+# This machine may be shared: before each contender, wait (up to
+# QUIET_WAIT seconds) until no test suite runs, and log every moment one
+# runs during the measurements, so that a disturbed figure is known.
+busy() {
+  local p
+  for p in $(pgrep -f 'scripts/test\.sh|\.ci/run|go test |\.test( |$)|torture|fuzz' || true); do
+    # Not this script's own pgrep, nor one that is already gone.
+    case $(tr '\0' ' ' </proc/"$p"/cmdline 2>/dev/null) in
+      '' | pgrep*) ;;
+      *) echo "$p"; return ;;
+    esac
+  done
+}
+quiet_wait() {
+  local i
+  for i in $(seq "${QUIET_WAIT:-600}"); do
+    [ -z "$(busy)" ] && return 0
+    [ "$i" = 1 ] && echo "   waiting for another test suite to finish"
+    sleep 1
+  done
+  echo "$(date +%T) still busy after ${QUIET_WAIT:-600}s; measuring anyway" | tee -a "$work/interference.log"
+}
+: >"$work/interference.log"
+( set +e
+  while sleep 2; do
+    p=$(busy)
+    [ -n "$p" ] && echo "$(date +%T) $(tr '\0' ' ' </proc/"$p"/cmdline 2>/dev/null | cut -c1-100)"
+  done >>"$work/interference.log" ) &
+monitor_pid=$!
 
 say "floor: /bin/true"
 rec true - enqueue "$("$timeit" -n "$SEQ_RUNS" -warmup 5 -- /bin/true)"
@@ -579,15 +615,30 @@ RC
 
 # --- the run ------------------------------------------------------------------------
 
-bench_postie
+if [ "${POSTIE:-1}" = 1 ]; then
+  quiet_wait
+  bench_postie
+fi
 for peer in $PEERS; do
+  quiet_wait
   sink_start
   # A peer that fails is reported and skipped, not the end of the run.
   "bench_$peer" || echo "run.sh: $peer: failed; see above and $work" >&2
   peer_purge "$peer"
 done
-scale_postie
+if [ "${SCALE:-1}" = 1 ]; then
+  quiet_wait
+  scale_postie
+fi
 sink_stop
+kill "$monitor_pid" 2>/dev/null || true
+monitor_pid=
+samples=$(grep -c . "$work/interference.log" || true)
+if [ "$samples" -gt 0 ]; then
+  echo "run.sh: other test suites ran during the measurements ($work/interference.log):" >&2
+  head -20 "$work/interference.log" >&2
+fi
+sed -i "s|\"load_start\"|\"interference_samples\":$samples,\"load_start\"|" "$work/machine.json"
 
 sed -i "s|\"load_start\"|\"load_end\":\"$(cut -d' ' -f1-3 /proc/loadavg)\",\"load_start\"|" "$work/machine.json"
 say "report"

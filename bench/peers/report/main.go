@@ -152,8 +152,11 @@ func readRecords(path string) ([]Record, error) {
 	return recs, sc.Err()
 }
 
+// find returns the last matching record: a later run merged into the same
+// file (run.sh MERGE=) replaces an earlier figure.
 func find(recs []Record, contender, variant, workload string) *Figure {
-	for _, r := range recs {
+	for i := len(recs) - 1; i >= 0; i-- {
+		r := recs[i]
 		if r.Contender == contender && (variant == "*" || r.Variant == variant) && r.Workload == workload && r.Result != nil {
 			return r.Result
 		}
@@ -239,12 +242,18 @@ func row(rows []Row, key string) Row {
 
 // headlinePostie is the Postie configuration with the higher flush rate;
 // its enqueue figures are the same (they do not depend on connections).
+// Its callers figure is the mean of the two samples (the workload is the
+// same: connections only matter to the flush).
 func headlinePostie(rows []Row) Row {
 	a, b := row(rows, "postie4"), row(rows, "postie8")
+	h := a
 	if b.FlushRate > a.FlushRate {
-		return b
+		h = b
 	}
-	return a
+	if a.ConcPerSec > 0 && b.ConcPerSec > 0 {
+		h.ConcPerSec = (a.ConcPerSec + b.ConcPerSec) / 2
+	}
+	return h
 }
 
 func buildTargets(recs []Record, rows []Row, p Row) []Target {
@@ -403,8 +412,8 @@ func markdown(machine map[string]any, rows []Row, p Row, targets []Target, scale
 	w("```sh\nsudo bash bench/peers/run.sh\n```\n\n")
 	w("## Machine\n\n")
 	w("| | |\n| --- | --- |\n")
-	w("| CPU | %v × %v |\n| memory | %v MiB |\n| kernel | %v |\n| Go | %v |\n| Postie | %v |\n| load average (1, 5, 15 min) at start / end | %v / %v |\n\n",
-		machine["nproc"], machine["cpu"], machine["memory_mb"], machine["kernel"], machine["go"], machine["postie"], machine["load_start"], machine["load_end"])
+	w("| CPU | %v × %v |\n| memory | %v MiB |\n| kernel | %v |\n| Go | %v |\n| Postie | %v |\n| load average (1, 5, 15 min) at start / end | %v / %v |\n| other test suites seen running during the measurements (2-second samples) | %v |\n\n",
+		machine["nproc"], machine["cpu"], machine["memory_mb"], machine["kernel"], machine["go"], machine["postie"], machine["load_start"], machine["load_end"], orZero(machine["interference_samples"]))
 
 	w("## Results\n\n")
 	w("Enqueue: one `sendmail -t -i` of the 4 KB message with delivery deferred, %s runs in a row (median and p90, ms). ", n("seq_runs"))
@@ -433,7 +442,7 @@ func markdown(machine map[string]any, rows []Row, p Row, targets []Target, scale
 		w("- **%s could not be measured**: it did not deliver a test message to the sink (see the run's output).\n", rec)
 	}
 	w("\n## Ratios: Postie / peer\n\n")
-	w("Postie here is the configuration with the faster flush: **%s**. Enqueue time: below 1 is faster. Rates: above 1 is faster. Memory: below 1 is smaller.\n\n", p.Name)
+	w("Postie here is the configuration with the faster flush: **%s**; its callers figure is the mean of its two samples (%.0f msg/s). Enqueue time: below 1 is faster. Rates: above 1 is faster. Memory: below 1 is smaller (Postie signs with DKIM; the peers do not sign).\n\n", p.Name, p.ConcPerSec)
 	w("| peer | enqueue median | callers | flush | RSS enqueue | RSS flush |\n| --- | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, r := range rows {
 		if strings.HasPrefix(r.Key, "postie") || r.Key == "true" || strings.HasPrefix(r.Key, "sink") {
@@ -480,8 +489,8 @@ func markdown(machine map[string]any, rows []Row, p Row, targets []Target, scale
 	w("## How each contender is set up\n\n")
 	w("- **Postie**: `bin/sendmail -C postie.toml -t -i` as root (single-user spool on ext4), `[queue] deliver = \"queue\"`, flush with `bin/mailq -q`; `[smarthost] tls = \"starttls\"`, `ca_file` = the sink's certificate, `password_file`; `[log] target = \"stderr\"`.\n")
 	w("- **Postfix** (Debian, debconf \"No configuration\", main.cf written by the script): null client, `relayhost = [localhost]:PORT`, `smtp_host_lookup = native`, `smtp_tls_security_level = secure` with `smtp_tls_CAfile` (the sink's certificate names localhost; Postfix does not match IP addresses), `smtp_sasl_auth_enable`, `static:` password map, `inet_interfaces = loopback-only`, `mydestination =`, `local_transport = error`, chroot off, `maillog_file`. Enqueue with `defer_transports = smtp`; flush: remove it, `postfix reload`, then time `postqueue -f`. Measured as set up and with `smtp_tls_connection_reuse = yes` (tlsproxy in master.cf). Its flush RSS is the largest VmHWM of its daemons, since `postqueue` delivers nothing itself.\n")
-	w("- **dma**: `/etc/dma/dma.conf` with SMARTHOST, PORT, AUTHPATH, SECURETRANSFER, STARTTLS, DEFER; flush with `dma -q`.\n")
-	w("- **nullmailer**: `/etc/nullmailer/remotes` with `--port= --starttls --user= --pass= --x509cafile=`; enqueue with `nullmailer-send` stopped; flush: start `nullmailer-send` (as user mail) and stop it when the sink has everything.\n")
+	w("- **dma**: `/etc/dma/dma.conf` with SMARTHOST, PORT, AUTHPATH, SECURETRANSFER, STARTTLS, DEFER; flush with `dma -q`, which forks a process per message and returns at once (its flush RSS is the largest among those processes: `timeit -reap` makes itself their subreaper). dma was given no CA file and still delivered to the sink, whose self-signed certificate is in no trust store: it does not verify the certificate.\n")
+	w("- **nullmailer**: `/etc/nullmailer/remotes` with `--port= --starttls --user= --pass= --x509cafile=`; enqueue with `nullmailer-send` stopped; flush: start `nullmailer-send` (as user mail) and stop it when the sink has everything (its flush RSS: wait4 of nullmailer-send, which includes the smtp processes it reaped).\n")
 	w("- **msmtp** (`msmtp-mta`): `~/.msmtprc` with `tls on`, `tls_starttls on`, `tls_trust_file`, `auth on`. It has no queue: its enqueue time is a whole delivery.\n")
 	w("- **the sink's own rate**: `bench/peers/blast`, a go-smtp client over 4 or 8 parallel STARTTLS + AUTH connections, %s messages.\n", n("blast_msgs"))
 	w("- The sink is restarted (same port and flags) before each flush because `-expect` counts from its start; its certificate is copied to the one path every contender trusts.\n")
@@ -492,6 +501,13 @@ func markdown(machine map[string]any, rows []Row, p Row, targets []Target, scale
 		w("\n%s\n", strings.TrimSpace(notes))
 	}
 	return b.String()
+}
+
+func orZero(v any) any {
+	if v == nil {
+		return 0
+	}
+	return v
 }
 
 func num(v float64, f string) string {

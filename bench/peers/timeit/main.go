@@ -15,9 +15,9 @@
 // never exits, such as nullmailer-send). With -reap timeit makes itself
 // the subreaper of what the command leaves running (dma -q forks one
 // process per message and exits), waits for all of it, and reports the
-// largest peak RSS among every process it reaped. Any run that exits non-zero is a
-// failure: the first one's output goes to stderr and timeit exits 1 after
-// printing the figures.
+// largest peak RSS among every process it reaped. Any run that exits
+// non-zero is a failure: the first one's output goes to stderr and timeit
+// exits 1 after printing the figures.
 package main
 
 import (
