@@ -443,15 +443,18 @@ func enhanced(code int, e [3]int) string {
 // failures, the recipients still owed, removal when nothing is.
 //
 // Order matters for a crash at any instant. A bounce is sealed in tmp/
-// first; then the state records the settled recipients and the pending
-// bounce; then the bounce is published, and the message removed or its
-// sending marker cleared. A runner killed anywhere in between leaves a
-// state that the next one completes, with no bounce lost or doubled and
-// no recipient sent twice.
+// first; then the state records the settled recipients, the pending
+// bounce and that it answers the sending mark; then the bounce is
+// published, or the message removed. A runner killed anywhere in between
+// leaves a state that the next one completes, with no bounce lost or
+// doubled and no recipient sent twice.
 func (w *worker) finish(l *spool.Locked, sent []string, fails []failure, deferred []string, status, reply, relay string) outcome {
 	r := w.r
 	now := r.Now()
 	st := &l.State
+	// Every SaveState below records this attempt's outcome; until one
+	// has, the mark stands.
+	l.ClearSending()
 	o := outcome{reply: reply}
 	delay := now.Sub(l.Env.Arrival)
 	if len(sent) > 0 {
@@ -521,14 +524,11 @@ func (w *worker) finish(l *spool.Locked, sent []string, fails []failure, deferre
 	st.NextAttempt = now.Add(r.backoff(st.Attempts))
 	st.PendingBounce = bounceID
 	st.AddAttempt(spool.Attempt{Time: now, Relay: relay, Reply: reply, Status: "deferred"})
-	// The state first, then the marker: a runner killed in between
-	// leaves a marker older than the state, which Lock ignores.
 	if err := l.SaveState(); err != nil {
 		r.Log.Errorf("%s: %v", l.ID, err)
 		o.status = "deferred"
 		return o
 	}
-	l.ClearSending()
 	if bounceID != "" {
 		if err := r.Spool.Publish(bounceID); err != nil {
 			r.Log.Errorf("%s: %v", l.ID, err)
@@ -584,12 +584,12 @@ func (w *worker) uncertain(l *spool.Locked, sent []string, fails []failure, reas
 		st.Held = "uncertain"
 	}
 	r.Log.Delivery(maillog.Attempt{ID: l.ID, To: st.UncertainRcpts, Relay: relay, Delay: now.Sub(l.Env.Arrival), Tries: st.Attempts, Status: "uncertain", Reply: reason + " (message-id " + l.Env.MessageID + ")"})
-	// The state now says uncertain; the marker can go.
+	// The state says uncertain from now on: it answers the mark.
+	l.ClearSending()
 	if err := l.SaveState(); err != nil {
 		r.Log.Errorf("%s: %v", l.ID, err)
 		return outcome{status: "uncertain", reply: reason}
 	}
-	l.ClearSending()
 	o := outcome{status: "uncertain", reply: reason}
 	if bounceID != "" {
 		if err := r.Spool.Publish(bounceID); err == nil {

@@ -53,11 +53,37 @@ type Envelope struct {
 	HeldReason string `json:"held_reason,omitempty"`
 }
 
+// The header line of a queue file, in two versions:
+//
+//	POSTIE1 <20-digit length>\n                  (read only)
+//	POSTIE2 <20-digit length> <10-digit sends>\n
+//
+// sends is the runner's "sending" mark: see Locked.MarkSending.
 const (
-	magic      = "POSTIE1 "
-	headerLen  = len(magic) + 20 + 1
+	magic1     = "POSTIE1 "
+	magic2     = "POSTIE2 "
+	header1Len = len(magic1) + 20 + 1
+	sendsOff   = len(magic2) + 20 + 1
+	sendsLen   = 10
+	header2Len = sendsOff + sendsLen + 1
+	maxSends   = 9999999999
 	maxEnvSize = 64 << 20 // envelopes with a million recipients still fit
 )
+
+// header is what a queue file's header line says.
+type header struct {
+	size int64 // the message's length
+	off  int64 // where the message starts
+	// sends counts the final dots the runner has marked (POSTIE2);
+	// legacy is set for a POSTIE1 file, which has no counter and is
+	// marked with an ID.sending file instead.
+	sends  int64
+	legacy bool
+}
+
+func formatHeader(size, sends int64) []byte {
+	return fmt.Appendf(nil, "%s%020d %010d\n", magic2, size, sends)
+}
 
 // ErrCorrupt is returned for a file that is not a complete queue file.
 var ErrCorrupt = errors.New("not a complete queue file")
@@ -99,7 +125,7 @@ func (s *Spool) Create(now time.Time) (*Writer, error) {
 			return nil, fmt.Errorf("spool: chmod %s: %w", p, err)
 		}
 		w := &Writer{ID: id, s: s, f: f, bw: bufio.NewWriterSize(f, 64<<10)}
-		if _, err := w.bw.WriteString(fmt.Sprintf("%s%020d\n", magic, 0)); err != nil {
+		if _, err := w.bw.Write(formatHeader(0, 0)); err != nil {
 			w.Abort()
 			return nil, fmt.Errorf("spool: write %s: %w", p, err)
 		}
@@ -196,7 +222,7 @@ func (w *Writer) seal(env *Envelope) error {
 	if err := w.bw.Flush(); err != nil {
 		return fmt.Errorf("spool: write %s: %w", tmp, err)
 	}
-	if _, err := w.f.WriteAt([]byte(fmt.Sprintf("%s%020d\n", magic, w.n)), 0); err != nil {
+	if _, err := w.f.WriteAt(formatHeader(w.n, 0), 0); err != nil {
 		return fmt.Errorf("spool: write %s: %w", tmp, err)
 	}
 	if err := w.f.Sync(); err != nil {
@@ -262,6 +288,7 @@ func renameNoReplace(oldpath, newpath string) error {
 type QueueFile struct {
 	Env *Envelope
 	f   *os.File
+	hdr header
 }
 
 // OpenFile opens and validates the queue file at path.
@@ -270,12 +297,25 @@ func OpenFile(path string) (*QueueFile, error) {
 	if err != nil {
 		return nil, err
 	}
-	env, err := ReadEnvelope(f)
+	q, err := readQueueFile(f)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("spool: %s: %w", path, err)
 	}
-	return &QueueFile{Env: env, f: f}, nil
+	return q, nil
+}
+
+// readQueueFile validates the queue file open as f.
+func readQueueFile(f *os.File) (*QueueFile, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	env, h, err := readEnvelope(f, st.Size())
+	if err != nil {
+		return nil, err
+	}
+	return &QueueFile{Env: env, f: f, hdr: h}, nil
 }
 
 // ReadEnvelope validates the queue file open as f and returns its envelope.
@@ -287,22 +327,48 @@ func ReadEnvelope(f interface {
 	if err != nil {
 		return nil, err
 	}
-	return readEnvelope(f, st.Size())
+	env, _, err := readEnvelope(f, st.Size())
+	return env, err
 }
 
-func readEnvelope(r io.ReaderAt, size int64) (*Envelope, error) {
-	var hdr [headerLen]byte
-	if _, err := r.ReadAt(hdr[:], 0); err != nil {
-		return nil, ErrCorrupt
+// readHeader parses the header line at the start of r.
+func readHeader(r io.ReaderAt) (header, error) {
+	var b [header2Len]byte
+	n, _ := r.ReadAt(b[:], 0)
+	var h header
+	switch {
+	case n >= header1Len && bytes.HasPrefix(b[:], []byte(magic1)) && b[header1Len-1] == '\n':
+		h.legacy, h.off = true, int64(header1Len)
+	case n == header2Len && bytes.HasPrefix(b[:], []byte(magic2)) && b[sendsOff-1] == ' ' && b[header2Len-1] == '\n':
+		h.off = int64(header2Len)
+		sends, err := strconv.ParseInt(string(b[sendsOff:sendsOff+sendsLen]), 10, 64)
+		if err != nil || sends < 0 {
+			return h, ErrCorrupt
+		}
+		h.sends = sends
+	default:
+		return h, ErrCorrupt
 	}
-	if !bytes.HasPrefix(hdr[:], []byte(magic)) || hdr[headerLen-1] != '\n' {
-		return nil, ErrCorrupt
+	size, err := strconv.ParseInt(string(b[len(magic1):len(magic1)+20]), 10, 64)
+	if err != nil || size < 0 {
+		return h, ErrCorrupt
 	}
-	n, err := strconv.ParseInt(string(hdr[len(magic):headerLen-1]), 10, 64)
-	if err != nil || n < 0 {
-		return nil, ErrCorrupt
+	h.size = size
+	return h, nil
+}
+
+func readEnvelope(r io.ReaderAt, size int64) (*Envelope, header, error) {
+	h, err := readHeader(r)
+	if err != nil {
+		return nil, h, err
 	}
-	envOff := int64(headerLen) + n
+	env, err := readEnvelopeAt(r, size, h)
+	return env, h, err
+}
+
+func readEnvelopeAt(r io.ReaderAt, size int64, h header) (*Envelope, error) {
+	n := h.size
+	envOff := h.off + n
 	envLen := size - envOff
 	if envLen < 3 || envLen > maxEnvSize {
 		return nil, ErrCorrupt
@@ -331,7 +397,7 @@ func readEnvelope(r io.ReaderAt, size int64) (*Envelope, error) {
 
 // Message returns a reader of the message (header and body).
 func (q *QueueFile) Message() *io.SectionReader {
-	return io.NewSectionReader(q.f, int64(headerLen), q.Env.Size)
+	return io.NewSectionReader(q.f, q.hdr.off, q.Env.Size)
 }
 
 // File returns the underlying file (for locking).

@@ -40,8 +40,11 @@ type State struct {
 	PendingBounce string `json:"pending_bounce,omitempty"`
 	// UncertainRcpts are the recipients the server accepted in a
 	// transaction whose outcome is unknown.
-	UncertainRcpts []string  `json:"uncertain_rcpts,omitempty"`
-	History        []Attempt `json:"history,omitempty"`
+	UncertainRcpts []string `json:"uncertain_rcpts,omitempty"`
+	// Sends is the queue file's sending mark (see Locked.MarkSending)
+	// whose outcome this state records.
+	Sends   int64     `json:"sends,omitempty"`
+	History []Attempt `json:"history,omitempty"`
 }
 
 // Attempt records one delivery attempt.
@@ -80,9 +83,13 @@ type Locked struct {
 	ID    string
 	State State
 	s     *Spool
-	// hasState and sending say which companion files exist, so that
-	// Remove does not unlink what is not there.
-	hasState, sending bool
+	// hasState says ID.state exists, so that Remove does not unlink
+	// what is not there.
+	hasState bool
+	// sending: the file carries a mark newer than the state (see
+	// MarkSending). cleared: ClearSending was called; for a POSTIE1
+	// file, SaveState then removes its ID.sending marker.
+	sending, cleared bool
 }
 
 // Lock opens queue/ID and takes its exclusive lock without waiting.
@@ -91,7 +98,8 @@ func (s *Spool) Lock(id string) (*Locked, error) {
 		return nil, fmt.Errorf("spool: %q is not a queue ID", id)
 	}
 	p := s.path(QueueDir, id)
-	f, err := os.Open(p)
+	// Read-write: MarkSending writes the file's counter in place.
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
 	if err != nil {
 		return nil, fmt.Errorf("spool: open %s: %w", p, err)
 	}
@@ -108,20 +116,46 @@ func (s *Spool) Lock(id string) (*Locked, error) {
 		f.Close()
 		return nil, fmt.Errorf("spool: open %s: %w", p, fs.ErrNotExist)
 	}
-	env, err := ReadEnvelope(f)
+	q, err := readQueueFile(f)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("spool: %s: %w", p, err)
 	}
-	l := &Locked{QueueFile: &QueueFile{Env: env, f: f}, ID: id, s: s}
+	l := &Locked{QueueFile: q, ID: id, s: s}
 	st, found, err := s.readStateFound(id)
 	if err != nil {
 		f.Close()
 		return nil, err
 	}
 	l.State, l.hasState = st, found
-	l.sending = s.sendingAfterState(id)
+	l.sending = s.marked(id, q.hdr, &st, true)
 	return l, nil
+}
+
+// marked reports whether a runner marked the message as sending and did
+// not record the outcome: it died between the final dot and the reply
+// (or before recording the reply). For a POSTIE1 file that is an
+// ID.sending marker not older than the state; a stale marker is removed
+// when clean is set.
+func (s *Spool) marked(id string, h header, st *State, clean bool) bool {
+	if !h.legacy {
+		return h.sends > st.Sends
+	}
+	mp := s.path(QueueDir, id+".sending")
+	m, err := os.Stat(mp)
+	if err != nil {
+		return false
+	}
+	// Strictly newer: timestamps are coarse (a few ms), and an equal one
+	// could be a previous attempt's state; then the message is held as
+	// uncertain, the safe side.
+	if sf, err := os.Stat(s.path(QueueDir, id+".state")); err == nil && sf.ModTime().After(m.ModTime()) {
+		if clean {
+			os.Remove(mp)
+		}
+		return false
+	}
+	return true
 }
 
 func (s *Spool) readState(id string) (State, error) {
@@ -145,17 +179,25 @@ func (s *Spool) readStateFound(id string) (State, bool, error) {
 	return st, true, nil
 }
 
-// Sending reports whether the message carried the sending marker when it
+// Sending reports whether the message carried the sending mark when it
 // was locked, or has been marked since: a runner died in the middle of
 // its final dot.
 func (l *Locked) Sending() bool { return l.sending }
 
-// SaveState writes l.State atomically and durably.
+// SaveState writes l.State atomically and durably. After ClearSending it
+// also drops a POSTIE1 file's ID.sending marker: the state now on disk
+// answers it.
 func (l *Locked) SaveState() error {
 	if err := l.s.writeState(l.ID, &l.State); err != nil {
 		return err
 	}
 	l.hasState = true
+	if l.cleared {
+		if l.sending && l.hdr.legacy {
+			os.Remove(l.s.path(QueueDir, l.ID+".sending"))
+		}
+		l.sending, l.cleared = false, false
+	}
 	return nil
 }
 
@@ -170,50 +212,63 @@ func (s *Spool) writeState(id string, st *State) error {
 	return s.syncQueueDir()
 }
 
-// MarkSending durably records that the final dot is about to be sent.
+// MarkSending durably records that the final dot is about to be sent, so
+// that a runner killed before it records the reply leaves a message that
+// the next one holds as uncertain instead of sending it again.
+//
+// The mark is the counter in the queue file's header: it is raised to
+// one more than State.Sends, which counts the marks whose outcome the
+// state records, with one pwrite and one fdatasync of a block the file
+// already has. Unlike a marker file, that allocates no inode and needs no
+// directory sync: the mark costs one disk write per message. A mark
+// already pending (a second host in the same attempt) is not written
+// again.
 func (l *Locked) MarkSending() error {
+	if l.hdr.legacy {
+		return l.markLegacy()
+	}
+	if l.hdr.sends > l.State.Sends {
+		l.sending, l.cleared = true, false
+		return nil
+	}
+	n := l.State.Sends + 1
+	if n > maxSends {
+		return fmt.Errorf("spool: mark %s: counter exhausted", l.Name())
+	}
+	b := fmt.Appendf(nil, "%010d", n)
+	if _, err := l.f.WriteAt(b, int64(sendsOff)); err != nil {
+		return fmt.Errorf("spool: mark %s: %w", l.Name(), err)
+	}
+	if err := unix.Fdatasync(int(l.f.Fd())); err != nil {
+		return fmt.Errorf("spool: mark %s: sync: %w", l.Name(), err)
+	}
+	l.hdr.sends = n
+	l.sending, l.cleared = true, false
+	return nil
+}
+
+// markLegacy marks a POSTIE1 file, which has no counter, with an
+// ID.sending file and a sync of queue/.
+func (l *Locked) markLegacy() error {
 	p := l.s.path(QueueDir, l.ID+".sending")
 	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE, 0o600)
 	if err != nil {
 		return fmt.Errorf("spool: mark %s: %w", p, err)
 	}
 	f.Close()
-	l.sending = true
+	l.sending, l.cleared = true, false
 	return l.s.syncQueueDir()
 }
 
-// ClearSending removes the marker; the next SaveState makes it durable.
+// ClearSending says that l.State now records the outcome of the marked
+// final dot (delivered, refused, deferred or uncertain). It takes effect
+// with the next SaveState, which must follow: until the state is on disk
+// the mark stands, and a crash in between leaves the message uncertain.
 func (l *Locked) ClearSending() {
-	if l.sending {
-		os.Remove(l.s.path(QueueDir, l.ID+".sending"))
-		l.sending = false
+	if !l.hdr.legacy {
+		l.State.Sends = l.hdr.sends
 	}
-}
-
-// sendingAfterState reports whether the sending marker exists and is not
-// older than the state file. A runner records the outcome (SaveState)
-// before removing the marker; killed in between, it leaves a marker that
-// the newer state already answers, and the marker is dropped here.
-func (s *Spool) sendingAfterState(id string) bool {
-	mp := s.path(QueueDir, id+".sending")
-	m, err := os.Stat(mp)
-	if err != nil {
-		return false
-	}
-	// Strictly newer: timestamps are coarse (a few ms), and an equal one
-	// could be a previous attempt's state; then the message is held as
-	// uncertain, the safe side.
-	if st, err := os.Stat(s.path(QueueDir, id+".state")); err == nil && st.ModTime().After(m.ModTime()) {
-		os.Remove(mp)
-		return false
-	}
-	return true
-}
-
-// Sending reports whether the message carries the sending marker.
-func (s *Spool) Sending(id string) bool {
-	_, err := os.Stat(s.path(QueueDir, id+".sending"))
-	return err == nil
+	l.cleared = true
 }
 
 // Remove deletes the message (done: delivered, bounced or deleted) and
@@ -227,7 +282,7 @@ func (l *Locked) Remove() error {
 	if l.hasState {
 		os.Remove(p + ".state")
 	}
-	if l.sending {
+	if l.sending && l.hdr.legacy {
 		os.Remove(p + ".sending")
 	}
 	return l.Close()
@@ -244,7 +299,9 @@ func (l *Locked) MoveToFailed() error {
 		os.WriteFile(dst+".state", b, 0o600)
 	}
 	os.Remove(src + ".state")
-	os.Remove(src + ".sending")
+	if l.hdr.legacy {
+		os.Remove(src + ".sending")
+	}
 	syncDir(l.s.path(FailedDir))
 	return l.Close()
 }
@@ -312,9 +369,14 @@ func (s *Spool) pickupOne(src, dst string, owned bool) (*Envelope, error) {
 		return nil, err
 	}
 	defer in.Close()
-	env, err := ReadEnvelope(in)
+	q, err := readQueueFile(in)
 	if err != nil {
 		return nil, err
+	}
+	env := q.Env
+	if q.hdr.sends != 0 {
+		// Only the runner marks files, and only in queue/.
+		return nil, fmt.Errorf("%w: marked as sending before pickup", ErrCorrupt)
 	}
 	if owned {
 		return env, renameNoReplace(src, dst)
@@ -406,91 +468,6 @@ func (s *Spool) QueuedIDs() ([]string, error) {
 	}
 	slices.Sort(ids)
 	return ids, nil
-}
-
-// Entry describes a message for listings.
-type Entry struct {
-	Env   *Envelope
-	State State
-	// Status is queued, deferred, held, uncertain or sending.
-	Status string
-	// Incoming is set for a message not yet picked up.
-	Incoming bool
-}
-
-// List returns every message in incoming/ and queue/, oldest first.
-// Unreadable or incomplete files are skipped.
-func (s *Spool) List() ([]Entry, error) {
-	var out []Entry
-	if names, err := readNames(s.path(IncomingDir)); err == nil {
-		for _, n := range names {
-			if !ValidID(n) {
-				continue
-			}
-			q, err := OpenFile(s.path(IncomingDir, n))
-			if err != nil {
-				continue
-			}
-			q.Close()
-			e := Entry{Env: q.Env, Status: "queued", Incoming: true}
-			if q.Env.HeldReason != "" {
-				e.Status, e.State.Held = "held", q.Env.HeldReason
-			}
-			out = append(out, e)
-		}
-	}
-	ids, err := s.QueuedIDs()
-	if err != nil {
-		return nil, err
-	}
-	for _, id := range ids {
-		e, err := s.entry(id)
-		if err != nil {
-			continue
-		}
-		out = append(out, e)
-	}
-	slices.SortFunc(out, func(a, b Entry) int { return strings.Compare(a.Env.ID, b.Env.ID) })
-	return out, nil
-}
-
-// Entry returns the listing entry of a queued message.
-func (s *Spool) Entry(id string) (Entry, error) {
-	if !ValidID(id) {
-		return Entry{}, fmt.Errorf("spool: %q is not a queue ID", id)
-	}
-	return s.entry(id)
-}
-
-func (s *Spool) entry(id string) (Entry, error) {
-	f, err := os.Open(s.path(QueueDir, id))
-	if err != nil {
-		return Entry{}, err
-	}
-	defer f.Close()
-	env, err := ReadEnvelope(f)
-	if err != nil {
-		return Entry{}, err
-	}
-	st, err := s.readState(id)
-	if err != nil {
-		return Entry{}, err
-	}
-	e := Entry{Env: env, State: st}
-	locked := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB) != nil
-	switch {
-	case locked:
-		e.Status = "sending"
-	case st.Uncertain || s.Sending(id):
-		e.Status = "uncertain"
-	case st.Held != "":
-		e.Status = "held"
-	case st.Attempts > 0:
-		e.Status = "deferred"
-	default:
-		e.Status = "queued"
-	}
-	return e, nil
 }
 
 // UpdateState applies fn to the state of message id under its lock: for

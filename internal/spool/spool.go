@@ -7,22 +7,25 @@
 //	tmp/       files being written by sendmail (tmp/ID), and nothing else
 //	incoming/  complete messages handed over by sendmail, not yet picked up
 //	queue/     messages owned by the queue runner:
-//	             ID          the queue file (immutable once written)
+//	             ID          the queue file (immutable once written, but
+//	                         for the sending mark in its header line)
 //	             ID.state    delivery state, JSON (absent until the first attempt)
-//	             ID.sending  marker: the final dot may have been sent
+//	             ID.sending  marker of a POSTIE1 file: the final dot may have been sent
 //	             .ID.*       temporary files of atomic state updates
 //	failed/    queue files that can be neither delivered nor bounced
 //	run.lock   held by the background runner; kick: "scan again"
 //
 // A queue file is one header line, the message, then the envelope:
 //
-//	POSTIE1 <20-digit decimal length of the message>\n
+//	POSTIE2 <20-digit decimal length of the message> <10-digit sending mark>\n
 //	<message: header and body, CRLF line endings, as it will be sent>
 //	<envelope: one JSON object>\n
 //
 // The length is written last (with pwrite) just before the file is synced,
 // so a file whose header line is not complete and consistent with its size
-// is a file that was never committed; readers reject it.
+// is a file that was never committed; readers reject it. Files written
+// before the mark existed begin "POSTIE1 <length>\n"; they are read and
+// delivered as before, marked with an ID.sending file.
 //
 // # Durability
 //
@@ -34,12 +37,14 @@
 // Delivery state is written to queue/.ID.state.RANDOM, synced, and renamed
 // over queue/ID.state, then queue/ is synced: a reader sees the old state or
 // the new one, never a mixture. Before the final dot of a delivery the
-// runner creates ID.sending and syncs the directory; a message found with
-// that marker and no runner holding its lock may have been delivered, and
-// is held as "uncertain" rather than sent twice. Because of that marker, a
-// delivered message can be removed without waiting for the directory sync:
-// if the removal is lost in a crash the message comes back marked
-// uncertain, never as a fresh message.
+// runner raises the sending mark in the queue file's header (one pwrite
+// and one fdatasync; the state's "sends" says which mark it has answered);
+// a message found with a mark its state has not answered, and no runner
+// holding its lock, may have been delivered, and is held as "uncertain"
+// rather than sent twice. Because of that mark, a delivered message can be
+// removed without waiting for the directory sync: if the removal is lost
+// in a crash the message comes back marked uncertain, never as a fresh
+// message.
 //
 // # Privileges
 //

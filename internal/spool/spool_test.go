@@ -120,6 +120,106 @@ func TestWriteReadPickup(t *testing.T) {
 	}
 }
 
+// TestSendingMark follows the mark through attempts: raised before a
+// final dot, answered by the state, raised again by the next attempt; and
+// a mark the state has not answered survives the process.
+func TestSendingMark(t *testing.T) {
+	tests := []struct {
+		name   string
+		legacy bool
+	}{{"POSTIE2", false}, {"POSTIE1 file from an older version", true}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newSpool(t)
+			id := enqueue(t, s, "Subject: x\r\n\r\nbody\r\n")
+			if tt.legacy {
+				toLegacy(t, filepath.Join(s.Dir, IncomingDir, id))
+			}
+			_, err := s.Pickup()
+			tcheck(t, err, "pickup")
+			lock := func() *Locked {
+				t.Helper()
+				l, err := s.Lock(id)
+				tcheck(t, err, "lock")
+				return l
+			}
+			l := lock()
+			if l.Sending() {
+				t.Fatal("a fresh message is marked")
+			}
+			for attempt := 1; attempt <= 3; attempt++ {
+				tcheck(t, l.MarkSending(), "mark")
+				tcheck(t, l.MarkSending(), "mark again (a second host)")
+				l.Close()
+				// Killed after the dot: the mark is on disk.
+				l = lock()
+				if !l.Sending() {
+					t.Fatalf("attempt %d: mark lost", attempt)
+				}
+				if e, _ := s.Entry(id); e.Status != "sending" {
+					t.Errorf("attempt %d: status while locked = %q", attempt, e.Status)
+				}
+				l.State.Attempts = attempt
+				l.ClearSending()
+				if !l.Sending() {
+					t.Fatalf("attempt %d: cleared before the state was saved", attempt)
+				}
+				tcheck(t, l.SaveState(), "save")
+				if l.Sending() {
+					t.Fatalf("attempt %d: still marked after SaveState", attempt)
+				}
+				l.Close()
+				if e, _ := s.Entry(id); e.Status != "deferred" {
+					t.Errorf("attempt %d: status after the state answered the mark = %q", attempt, e.Status)
+				}
+				l = lock()
+				if l.Sending() {
+					t.Fatalf("attempt %d: answered mark seen again", attempt)
+				}
+			}
+			if !tt.legacy && l.State.Sends != 3 {
+				t.Errorf("state answers mark %d, want 3", l.State.Sends)
+			}
+			// The message itself is untouched by the marks.
+			b, _ := io.ReadAll(l.Message())
+			if string(b) != "Subject: x\r\n\r\nbody\r\n" {
+				t.Errorf("message = %q", b)
+			}
+			tcheck(t, l.Remove(), "remove")
+			if names, _ := os.ReadDir(filepath.Join(s.Dir, QueueDir)); len(names) != 0 {
+				t.Errorf("queue/ after remove: %v", names)
+			}
+		})
+	}
+}
+
+// toLegacy rewrites a POSTIE2 queue file as POSTIE1, the format without
+// a mark.
+func toLegacy(t *testing.T, p string) {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	tcheck(t, err, "read")
+	out := append([]byte("POSTIE1 "+string(b[len(magic2):sendsOff-1])+"\n"), b[header2Len:]...)
+	tcheck(t, os.WriteFile(p, out, 0o600), "write")
+}
+
+func TestPickupRefusesMarkedFile(t *testing.T) {
+	s := newSpool(t)
+	id := enqueue(t, s, "Subject: x\r\n\r\nbody\r\n")
+	p := filepath.Join(s.Dir, IncomingDir, id)
+	f, err := os.OpenFile(p, os.O_WRONLY, 0)
+	tcheck(t, err, "open")
+	f.WriteAt([]byte("0000000007"), int64(sendsOff))
+	f.Close()
+	ids, _ := s.Pickup()
+	if len(ids) != 0 {
+		t.Errorf("picked up a file marked by its writer: %v", ids)
+	}
+	if _, err := os.Stat(filepath.Join(s.Dir, FailedDir, id)); err != nil {
+		t.Errorf("marked file not moved to failed/: %v", err)
+	}
+}
+
 func TestCorruptFilesRejected(t *testing.T) {
 	s := newSpool(t)
 	id := enqueue(t, s, "Subject: x\r\n\r\nbody\r\n")
@@ -128,7 +228,9 @@ func TestCorruptFilesRejected(t *testing.T) {
 	cases := map[string][]byte{
 		"truncated envelope": full[:len(full)-5],
 		"truncated message":  append(append([]byte{}, full[:40]...), full[len(full)-20:]...),
-		"zero length header": append([]byte("POSTIE1 00000000000000000000\n"), full[headerLen:]...),
+		"zero length header": append([]byte("POSTIE2 00000000000000000000 0000000000\n"), full[header2Len:]...),
+		"bad mark":           append(append(append([]byte{}, full[:sendsOff]...), "-000000001"...), full[sendsOff+sendsLen:]...),
+		"short header":       append([]byte(string(full[:header1Len-1])+"\n"), full[header2Len:]...),
 		"no magic":           append([]byte("XXXXXX1"), full[7:]...),
 		"empty":              nil,
 	}
@@ -214,8 +316,9 @@ func FuzzReadEnvelope(f *testing.F) {
 	good, _ := os.ReadFile(filepath.Join(s.Dir, IncomingDir, w.ID))
 	f.Add(good)
 	f.Add([]byte("POSTIE1 00000000000000000002\nab{}\n"))
+	f.Add([]byte("POSTIE2 00000000000000000002 0000000001\nab{}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		env, err := readEnvelope(strings.NewReader(string(data)), int64(len(data)))
+		env, _, err := readEnvelope(strings.NewReader(string(data)), int64(len(data)))
 		if err != nil {
 			return
 		}

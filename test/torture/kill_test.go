@@ -150,3 +150,45 @@ func TestKillAfterBounceBeforeRemove(t *testing.T) {
 			"killed in between bounces the recipient again on the next flush", n)
 	}
 }
+
+// TestKillAroundMark kills the runner at the two system calls of the
+// sending mark (spool.Locked.MarkSending), both before the final dot:
+// nothing was delivered. Killed before the mark is written, the next
+// flush delivers the message once. Killed after the write and before its
+// fdatasync, the mark is in the page cache and the message cannot be
+// told from one whose dot was sent: it is held as uncertain, never sent
+// twice (the same as a runner killed after the dot).
+func TestKillAroundMark(t *testing.T) {
+	tests := []struct {
+		name      string
+		syscalls  string
+		delivered int
+		state     string // of the message left queued; "" for none
+	}{
+		{"before the write", "pwrite64", 1, ""},
+		{"before the sync", "fdatasync", 0, "uncertain"},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newBinEnv(t, "", 1)
+			rng := rand.New(rand.NewPCG(11, uint64(i)))
+			l := newLetter(rng, "K4", "sender@torture.example", []string{"bob@dest.example"}, 2<<10)
+			id := e.submit(t, l)
+			e.killAt(t, filepath.Join(e.spoolDir, "queue", id), tt.syscalls)
+			if n := len(e.rec.deliveries(l.Token)); n != 0 {
+				t.Fatalf("the run killed at %s delivered %d copies before the final dot", tt.syscalls, n)
+			}
+			e.run(t, mailqBin, nil, "-q")
+			if n := len(e.rec.deliveries(l.Token)); n != tt.delivered {
+				t.Errorf("delivered %d times after a kill %s of the mark, want %d", n, tt.name, tt.delivered)
+			}
+			q := e.queue(t)
+			switch {
+			case tt.state == "" && len(q) != 0:
+				t.Errorf("queue after the second flush: %+v, want empty", q)
+			case tt.state != "" && (len(q) != 1 || q[0].State != tt.state):
+				t.Errorf("queue after the second flush: %+v, want %s held as %s", q, id, tt.state)
+			}
+		})
+	}
+}
