@@ -20,29 +20,44 @@ import (
 
 // Logger writes log lines. It is safe for concurrent use.
 type Logger struct {
-	mu     sync.Mutex
-	sys    *syslog.Writer
-	w      io.Writer
+	mu sync.Mutex
+	// dial connects to syslog; set until the first line, which calls
+	// it once.
+	dial   func() (sysWriter, error)
+	sys    sysWriter
+	w      io.Writer // when there is no syslog; nil drops the line
 	prefix string
 }
 
-// New returns a Logger for target "syslog" or "stderr". When syslog cannot
-// be reached it falls back to stderr.
+// sysWriter is the part of *syslog.Writer a Logger uses.
+type sysWriter interface {
+	Info(string) error
+	Warning(string) error
+}
+
+// dialSyslog connects to the local syslog, facility mail, tag postie.
+func dialSyslog() (sysWriter, error) {
+	return syslog.New(syslog.LOG_MAIL|syslog.LOG_INFO, "postie")
+}
+
+// New returns a Logger for target "syslog" or "stderr". A syslog Logger
+// connects on its first line, not before: a run that logs nothing (a
+// flush of an empty queue) never dials, and log/syslog tries six socket
+// paths and types when there is no /dev/log. It tries once: when syslog
+// cannot be reached, its lines go to stderr.
 func New(target string) *Logger {
-	l := &Logger{}
+	l := &Logger{w: os.Stderr, prefix: "postie: "}
 	if target == "syslog" {
-		if s, err := syslog.New(syslog.LOG_MAIL|syslog.LOG_INFO, "postie"); err == nil {
-			l.sys = s
-			return l
-		}
+		l.dial = dialSyslog
 	}
-	l.w = os.Stderr
-	l.prefix = "postie: "
 	return l
 }
 
-// Syslog reports whether l writes to syslog.
-func (l *Logger) Syslog() bool { return l.sys != nil }
+// NewSyslog returns a Logger that writes to syslog only, connecting on
+// its first line; when syslog cannot be reached its lines are dropped.
+// sendmail logs submissions with it: it must print nothing on stderr when
+// all is well (Symfony treats any byte there as failure).
+func NewSyslog() *Logger { return &Logger{dial: dialSyslog} }
 
 // NewWriter returns a Logger writing to w (tests, -v).
 func NewWriter(w io.Writer) *Logger { return &Logger{w: w, prefix: "postie: "} }
@@ -57,12 +72,21 @@ func (l *Logger) log(warn bool, format string, a ...any) {
 	msg := oneLine(fmt.Sprintf(format, a...))
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.dial != nil {
+		if s, err := l.dial(); err == nil {
+			l.sys = s
+		}
+		l.dial = nil
+	}
 	if l.sys != nil {
 		if warn {
 			l.sys.Warning(msg)
 		} else {
 			l.sys.Info(msg)
 		}
+		return
+	}
+	if l.w == nil {
 		return
 	}
 	fmt.Fprintf(l.w, "%s%s\n", l.prefix, msg)

@@ -6,6 +6,7 @@ package sendmailcmd
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,20 +20,35 @@ import (
 	"github.com/postie-mail/postie/internal/config"
 	"github.com/postie-mail/postie/internal/enqueue"
 	"github.com/postie-mail/postie/internal/maillog"
-	"github.com/postie-mail/postie/internal/mailqcmd"
 	"github.com/postie-mail/postie/internal/ratelimit"
 	"github.com/postie-mail/postie/internal/spool"
 	"github.com/postie-mail/postie/internal/sysuser"
 )
 
+// Exit codes from sysexits(3) that enqueue does not define.
+const (
+	exUnavailable = 69 // mailq cannot be found
+	exOSErr       = 71 // mailq cannot be run
+)
+
 // IO is the program's standard streams.
-type IO = mailqcmd.IO
+type IO struct {
+	In       io.Reader
+	Out, Err io.Writer
+}
+
+// Main runs the installed sendmail (the zero Program) with argv and
+// returns the exit code. For -bp, -q and invocation as mailq it replaces
+// the process with mailq, so std must be the process's own streams then.
+func Main(argv []string, std IO) int {
+	return Program{}.Main(argv, std)
+}
 
 // Main runs sendmail with argv and returns the exit code. Invoked as
-// "mailq" it is mailq; as "newaliases" it checks the aliases.
-func Main(argv []string, std IO) int {
+// "mailq" it becomes mailq; as "newaliases" it checks the aliases.
+func (p Program) Main(argv []string, std IO) int {
 	if len(argv) > 0 && filepath.Base(argv[0]) == "mailq" {
-		return mailqcmd.Main(argv, std)
+		return p.becomeMailq(argv, std)
 	}
 	errorf := func(code int, format string, a ...any) int {
 		fmt.Fprintf(std.Err, "sendmail: "+format+"\n", a...)
@@ -58,11 +74,12 @@ func Main(argv []string, std IO) int {
 	resolver := &address.Resolver{Aliases: aliases, Hostname: cfg.Hostname}
 
 	if args.Mode == cmdline.ModeList || args.Mode == cmdline.ModeFlush {
+		// With raised privileges only root gets past here, and
+		// becomeMailq gives them up: mailq runs as the caller, and
+		// drops from root to the spool's owner itself, as sendmail
+		// did before it left listing and flushing to mailq.
 		if privileged && os.Getuid() != 0 {
 			return errorf(enqueue.ExUsage, "only root and the queue runner may list or flush the queue (use mailq as root)")
-		}
-		if err := sysuser.DropToOwner(cfg.SpoolDir); err != nil {
-			return errorf(77, "%v", err)
 		}
 	}
 	switch args.Mode {
@@ -71,9 +88,9 @@ func Main(argv []string, std IO) int {
 		// build. Loading them above checked them.
 		return 0
 	case cmdline.ModeList:
-		return mailqcmd.List(cfg, false, std)
+		return p.becomeMailq(mailqArgs(path, explicit), std)
 	case cmdline.ModeFlush:
-		return mailqcmd.Flush(cfg, args.Recipients, false, false, args.Verbose > 0, std)
+		return p.becomeMailq(mailqArgs(path, explicit, flushArgs(args.Recipients, args.Verbose > 0)...), std)
 	case cmdline.ModeVerify:
 		return verify(resolver, cfg, args, std)
 	}
@@ -106,7 +123,7 @@ func Main(argv []string, std IO) int {
 			return errorf(enqueue.ExIOErr, "-bs: %v", err)
 		}
 		if n > 0 {
-			triggerDelivery(cfg, path, explicit, privileged, nil, std)
+			p.triggerDelivery(cfg, path, explicit, privileged, std)
 		}
 		return 0
 	}
@@ -135,25 +152,23 @@ func Main(argv []string, std IO) int {
 	if args.Verbose > 0 {
 		fmt.Fprintf(std.Err, "sendmail: queued as %s: from=<%s> to=<%s>\n", res.ID, res.Sender, strings.Join(res.Recipients, ">,<"))
 	}
-	triggerDelivery(cfg, path, explicit, privileged, &res.ID, std)
+	p.triggerDelivery(cfg, path, explicit, privileged, std)
 	if cfg.Queue.Deliver == "foreground" && !privileged {
-		mailqcmd.Flush(cfg, []string{res.ID}, false, false, args.Verbose > 0, std)
+		p.deliverNow(mailqArgs(path, explicit, flushArgs([]string{res.ID}, args.Verbose > 0)...), std)
 	}
 	return 0
 }
 
 // submissionLog returns the logger for submission lines, or nil when the
 // log goes to stderr: sendmail must print nothing when all is well
-// (Symfony treats any byte on stderr as failure).
+// (Symfony treats any byte on stderr as failure). The logger connects to
+// syslog on its first line and drops its lines when syslog cannot be
+// reached.
 func submissionLog(cfg *config.Config) *maillog.Logger {
 	if cfg.Log.Target != "syslog" {
 		return nil
 	}
-	l := maillog.New("syslog")
-	if !l.Syslog() {
-		return nil
-	}
-	return l
+	return maillog.NewSyslog()
 }
 
 // logSubmission writes Postfix pickup's line, with who submitted the
@@ -198,30 +213,27 @@ func admitter(cfg *config.Config, c sysuser.Caller, log *maillog.Logger) func(in
 	}
 }
 
-// triggerDelivery starts a detached background runner when the config
-// says deliver = "background". With raised privileges (the packaged,
-// shared spool) sendmail cannot read the smarthost password and does not
-// try: the systemd path unit on incoming/ starts the runner.
-func triggerDelivery(cfg *config.Config, path string, explicit, privileged bool, id *string, std IO) {
+// triggerDelivery starts a detached background runner (mailq -q
+// --background) when the config says deliver = "background". With raised
+// privileges (the packaged, shared spool) sendmail cannot read the
+// smarthost password and does not try: the systemd path unit on
+// incoming/ starts the runner.
+func (p Program) triggerDelivery(cfg *config.Config, path string, explicit, privileged bool, std IO) {
 	if privileged || cfg.Queue.Deliver != "background" {
 		return
 	}
-	exe, err := os.Executable()
+	mailq, err := p.findMailq()
 	if err != nil {
 		return
 	}
-	argv := []string{"mailq"}
-	if explicit {
-		argv = append(argv, "-C", path)
-	}
-	argv = append(argv, "-q", "--background")
+	argv := mailqArgs(path, explicit, "-q", "--background")
 	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
 	if err != nil {
 		return
 	}
 	defer devnull.Close()
 	cmd := &exec.Cmd{
-		Path:        exe,
+		Path:        mailq,
 		Args:        argv,
 		Stdin:       devnull,
 		Stdout:      devnull,

@@ -7,8 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/postie-mail/postie/internal/testsink"
 )
 
 func setup(t *testing.T, extra string) string {
@@ -95,45 +93,5 @@ func TestNewAliases(t *testing.T) {
 	code, _, errs := run([]string{"newaliases"}, "")
 	if code != 78 || !strings.Contains(errs, "line 3") || !strings.Contains(errs, "pipe") {
 		t.Errorf("newaliases with a pipe alias: %d %q", code, errs)
-	}
-}
-
-func TestForeground(t *testing.T) {
-	sink, err := testsink.Start(testsink.Options{Users: map[string]string{"u": "p"}, RequireAuth: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sink.Close()
-	dir := t.TempDir()
-	pw := filepath.Join(dir, "pw")
-	os.WriteFile(pw, []byte("p\n"), 0o600)
-	setup(t, "")
-	p := os.Getenv("POSTIE_CONFIG")
-	b, _ := os.ReadFile(p)
-	text := strings.Replace(string(b), `deliver = "queue"`, `deliver = "foreground"`, 1)
-	text = strings.Replace(text, "[queue]", fmt.Sprintf("[smarthost]\naddress = %q\nusername = \"u\"\npassword_file = %q\nca_file = %q\n[queue]", sink.Addr, pw, sink.CAFile), 1)
-	os.WriteFile(p, []byte(text), 0o644)
-	code, _, errs := run([]string{"sendmail", "-i", "root"}, "Subject: cron\n\nout\n")
-	if code != 0 {
-		t.Fatalf("exit %d: %s", code, errs)
-	}
-	if sink.Count() != 1 || strings.Join(sink.Messages()[0].To, ",") != "admin@example.com,ops@example.com" {
-		t.Errorf("delivered %d: %+v", sink.Count(), sink.Messages())
-	}
-}
-
-func TestListAndFlushModes(t *testing.T) {
-	setup(t, "")
-	run([]string{"sendmail", "a@example.com"}, "Subject: x\n\nx\n")
-	code, out, _ := run([]string{"sendmail", "-bp"}, "")
-	if code != 0 || !strings.Contains(out, "a@example.com") {
-		t.Errorf("-bp: %d %q", code, out)
-	}
-	code, out, _ = run([]string{"/usr/bin/mailq", "--json"}, "")
-	if code != 0 || !strings.Contains(out, `"a@example.com"`) {
-		t.Errorf("mailq via argv[0]: %d %q", code, out)
-	}
-	if code, _, errs := run([]string{"sendmail", "-q"}, ""); code != 75 || !strings.Contains(errs, "no smarthost") {
-		t.Errorf("-q: %d %q", code, errs)
 	}
 }
