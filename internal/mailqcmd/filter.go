@@ -20,17 +20,10 @@ type Filter struct {
 	Older                          time.Duration
 }
 
-func (f *Filter) apply(entries []spool.Entry, now time.Time) []spool.Entry {
-	if f == nil || *f == (Filter{}) {
-		return entries
-	}
-	out := entries[:0]
-	for _, e := range entries {
-		if f.match(e, now) {
-			out = append(out, e)
-		}
-	}
-	return out
+// selects reports whether f selects e; a nil or empty filter selects
+// everything.
+func (f *Filter) selects(e spool.Entry, now time.Time) bool {
+	return f == nil || *f == (Filter{}) || f.match(e, now)
 }
 
 func (f *Filter) match(e spool.Entry, now time.Time) bool {

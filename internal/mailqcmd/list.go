@@ -1,14 +1,81 @@
 package mailqcmd
 
 import (
-	"encoding/json"
+	"bufio"
+	"errors"
 	"fmt"
 	"io"
+	"os"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
+	"github.com/postie-mail/postie/internal/config"
 	"github.com/postie-mail/postie/internal/spool"
 )
+
+// List prints the queue (mailq, sendmail -bp).
+func List(cfg *config.Config, asJSON bool, std IO) int {
+	return ListFiltered(cfg, asJSON, nil, std)
+}
+
+// ListFiltered prints the messages that f selects (nil: all). It prints
+// each message as the spool's Walk reads it, so that listing a large queue
+// neither waits for the last file before printing the first nor holds the
+// whole queue in memory.
+func ListFiltered(cfg *config.Config, asJSON bool, f *Filter, std IO) int {
+	sp := spool.New(cfg.SpoolDir)
+	if _, err := os.Stat(sp.Dir); errors.Is(err, os.ErrNotExist) {
+		if asJSON {
+			fmt.Fprintln(std.Out, "[]")
+		} else {
+			fmt.Fprintln(std.Out, "Mail queue is empty")
+		}
+		return exOK
+	}
+	var p printer = newHumanPrinter(std.Out)
+	if asJSON {
+		p = newJSONPrinter(std.Out)
+	}
+	now := time.Now()
+	err := sp.Walk(func(e spool.Entry) error {
+		if !f.selects(e, now) {
+			return nil
+		}
+		return p.add(e)
+	})
+	if err == nil {
+		err = p.end()
+	}
+	if err != nil {
+		fmt.Fprintf(std.Err, "mailq: %v\n", err)
+		var werr *writeError
+		if !errors.As(err, &werr) && errors.Is(err, os.ErrPermission) {
+			return exNoPerm
+		}
+		return exTempFail
+	}
+	return exOK
+}
+
+// printer prints a listing one entry at a time; end completes it (the
+// summary of the human layout, the closing bracket of JSON) and flushes.
+type printer interface {
+	add(e spool.Entry) error
+	end() error
+}
+
+// writeError is a failure to write the listing, as opposed to reading
+// the queue.
+type writeError struct{ err error }
+
+func (e *writeError) Error() string { return "write: " + e.err.Error() }
+func (e *writeError) Unwrap() error { return e.err }
+
+// listBufSize is the output buffer of a listing: a few system calls per
+// thousand entries.
+const listBufSize = 64 << 10
 
 // jsonEntry is one element of mailq --json. The field names are a
 // contract (../shared/README.md): scripts depend on them.
@@ -75,17 +142,49 @@ func toJSON(e spool.Entry, history bool) jsonEntry {
 	return j
 }
 
-func writeJSON(w io.Writer, entries []spool.Entry) error {
-	out := make([]jsonEntry, len(entries))
-	for i, e := range entries {
-		out[i] = toJSON(e, false)
-	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(out)
+// jsonPrinter prints mailq --json one element at a time, byte for byte
+// what a json.Encoder with SetIndent("", "  ") prints for the whole
+// array (which is what mailq printed when it held the whole queue).
+type jsonPrinter struct {
+	w   *bufio.Writer
+	n   int
+	buf []byte
 }
 
-// writeHuman prints the queue in the layout of Postfix's mailq, so that
+func newJSONPrinter(w io.Writer) *jsonPrinter {
+	return &jsonPrinter{w: bufio.NewWriterSize(w, listBufSize)}
+}
+
+func (p *jsonPrinter) add(e spool.Entry) error {
+	b := p.buf[:0]
+	if p.n == 0 {
+		b = append(b, "[\n  "...)
+	} else {
+		b = append(b, ",\n  "...)
+	}
+	j := toJSON(e, false)
+	b = appendEntryJSON(b, &j)
+	p.buf = b
+	p.n++
+	if _, err := p.w.Write(b); err != nil {
+		return &writeError{err}
+	}
+	return nil
+}
+
+func (p *jsonPrinter) end() error {
+	s := "\n]\n"
+	if p.n == 0 {
+		s = "[]\n"
+	}
+	p.w.WriteString(s)
+	if err := p.w.Flush(); err != nil {
+		return &writeError{err}
+	}
+	return nil
+}
+
+// humanPrinter prints the queue in the layout of Postfix's mailq, so that
 // administrators' habits and scripts that grep it carry over:
 //
 //	-Queue ID-------- --Size-- ----Arrival Time---- -Sender/Recipient-------
@@ -94,49 +193,105 @@ func writeJSON(w io.Writer, entries []spool.Entry) error {
 //
 // A "*" after the ID marks a message being delivered, "!" a held one,
 // "?" one whose delivery is uncertain; a deferred message shows its last
-// error in parentheses.
-func writeHuman(w io.Writer, entries []spool.Entry) {
-	if len(entries) == 0 {
-		fmt.Fprintln(w, "Mail queue is empty")
-		return
+// error in parentheses. Lines are built with append, not fmt: with a
+// hundred thousand messages, formatting is a good part of the time.
+type humanPrinter struct {
+	w     *bufio.Writer
+	buf   []byte
+	n     int
+	total int64
+}
+
+func newHumanPrinter(w io.Writer) *humanPrinter {
+	return &humanPrinter{w: bufio.NewWriterSize(w, listBufSize)}
+}
+
+// indent is the column of recipients and notes: under the sender.
+const indent = "                                                " // 48
+
+const humanHeader = "-Queue ID-------- --Size-- ----Arrival Time----  -Sender/Recipient-------\n"
+
+func (p *humanPrinter) add(e spool.Entry) error {
+	b := p.buf[:0]
+	if p.n == 0 {
+		b = append(b, humanHeader...)
 	}
-	fmt.Fprintf(w, "%-17s %8s %-20s  %s\n", "-Queue ID--------", "--Size--", "----Arrival Time----", "-Sender/Recipient-------")
-	var total int64
-	for _, e := range entries {
-		mark := " "
-		switch e.Status {
-		case "sending":
-			mark = "*"
-		case "held":
-			mark = "!"
-		case "uncertain":
-			mark = "?"
-		}
-		sender := e.Env.Sender
-		if sender == "" {
-			sender = "MAILER-DAEMON"
-		}
-		fmt.Fprintf(w, "%s%s %8d %-20s  %s\n", e.Env.ID, mark, e.Env.Size, e.Env.Arrival.Local().Format("Mon Jan _2 15:04:05"), sender)
-		switch {
-		case e.Status == "held":
-			fmt.Fprintf(w, "%48s(held: %s)\n", "", e.State.Held)
-		case e.Status == "uncertain":
-			fmt.Fprintf(w, "%48s(delivery uncertain, message-id %s: %s)\n", "", e.Env.MessageID, clip(e.State.LastError, 200))
-		case e.State.LastError != "":
-			fmt.Fprintf(w, "%48s(%s)\n", "", clip(e.State.LastError, 200))
-		}
-		for _, r := range e.State.Pending(e.Env) {
-			fmt.Fprintf(w, "%48s%s\n", "", r)
-		}
-		fmt.Fprintln(w)
-		total += e.Env.Size
+	mark := byte(' ')
+	switch e.Status {
+	case "sending":
+		mark = '*'
+	case "held":
+		mark = '!'
+	case "uncertain":
+		mark = '?'
 	}
-	n := len(entries)
-	req := "Requests"
-	if n == 1 {
-		req = "Request"
+	sender := e.Env.Sender
+	if sender == "" {
+		sender = "MAILER-DAEMON"
 	}
-	fmt.Fprintf(w, "-- %d Kbytes in %d %s.\n", (total+1023)/1024, n, req)
+	// "%s%c %8d %-20s  %s\n"
+	b = append(b, e.Env.ID...)
+	b = append(b, mark, ' ')
+	var num [20]byte
+	size := strconv.AppendInt(num[:0], e.Env.Size, 10)
+	for n := len(size); n < 8; n++ {
+		b = append(b, ' ')
+	}
+	b = append(b, size...)
+	b = append(b, ' ')
+	t := len(b)
+	b = e.Env.Arrival.Local().AppendFormat(b, "Mon Jan _2 15:04:05")
+	for n := utf8.RuneCount(b[t:]); n < 20; n++ {
+		b = append(b, ' ')
+	}
+	b = append(b, "  "...)
+	b = append(b, sender...)
+	b = append(b, '\n')
+	switch {
+	case e.Status == "held":
+		b = append(b, indent+"(held: "...)
+		b = append(b, e.State.Held...)
+		b = append(b, ")\n"...)
+	case e.Status == "uncertain":
+		b = append(b, indent+"(delivery uncertain, message-id "...)
+		b = append(b, e.Env.MessageID...)
+		b = append(b, ": "...)
+		b = append(b, clip(e.State.LastError, 200)...)
+		b = append(b, ")\n"...)
+	case e.State.LastError != "":
+		b = append(b, indent+"("...)
+		b = append(b, clip(e.State.LastError, 200)...)
+		b = append(b, ")\n"...)
+	}
+	for _, r := range e.State.Pending(e.Env) {
+		b = append(b, indent...)
+		b = append(b, r...)
+		b = append(b, '\n')
+	}
+	b = append(b, '\n')
+	p.buf = b
+	p.n++
+	p.total += e.Env.Size
+	if _, err := p.w.Write(b); err != nil {
+		return &writeError{err}
+	}
+	return nil
+}
+
+func (p *humanPrinter) end() error {
+	if p.n == 0 {
+		p.w.WriteString("Mail queue is empty\n")
+	} else {
+		req := "Requests"
+		if p.n == 1 {
+			req = "Request"
+		}
+		fmt.Fprintf(p.w, "-- %d Kbytes in %d %s.\n", (p.total+1023)/1024, p.n, req)
+	}
+	if err := p.w.Flush(); err != nil {
+		return &writeError{err}
+	}
+	return nil
 }
 
 func clip(s string, n int) string {

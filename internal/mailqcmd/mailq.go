@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -154,41 +153,6 @@ func Main(argv []string, std IO) int {
 		return exUsage
 	}
 	return ListFiltered(cfg, *asJSON, filter, std)
-}
-
-// List prints the queue (mailq, sendmail -bp).
-func List(cfg *config.Config, asJSON bool, std IO) int {
-	return ListFiltered(cfg, asJSON, nil, std)
-}
-
-// ListFiltered prints the messages that f selects (nil: all).
-func ListFiltered(cfg *config.Config, asJSON bool, f *Filter, std IO) int {
-	sp := spool.New(cfg.SpoolDir)
-	if _, err := os.Stat(sp.Dir); errors.Is(err, os.ErrNotExist) {
-		if asJSON {
-			fmt.Fprintln(std.Out, "[]")
-		} else {
-			fmt.Fprintln(std.Out, "Mail queue is empty")
-		}
-		return exOK
-	}
-	entries, err := sp.List()
-	if err != nil {
-		fmt.Fprintf(std.Err, "mailq: %v\n", err)
-		if errors.Is(err, os.ErrPermission) {
-			return exNoPerm
-		}
-		return exTempFail
-	}
-	entries = f.apply(entries, time.Now())
-	if asJSON {
-		if err := writeJSON(std.Out, entries); err != nil {
-			return exTempFail
-		}
-		return exOK
-	}
-	writeHuman(std.Out, entries)
-	return exOK
 }
 
 // loadConfig locates and reads the config; on failure it reports and

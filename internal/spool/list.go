@@ -1,10 +1,17 @@
 package spool
 
 import (
+	"bytes"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -23,36 +30,181 @@ type Entry struct {
 // Unreadable or incomplete files are skipped.
 func (s *Spool) List() ([]Entry, error) {
 	var out []Entry
-	if names, err := readNames(s.path(IncomingDir)); err == nil {
-		for _, n := range names {
-			if !ValidID(n) {
-				continue
-			}
-			q, err := OpenFile(s.path(IncomingDir, n))
-			if err != nil {
-				continue
-			}
-			q.Close()
-			e := Entry{Env: q.Env, Status: "queued", Incoming: true}
-			if q.Env.HeldReason != "" {
-				e.Status, e.State.Held = "held", q.Env.HeldReason
-			}
-			out = append(out, e)
-		}
-	}
-	ids, err := s.QueuedIDs()
+	err := s.Walk(func(e Entry) error {
+		out = append(out, e)
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	for _, id := range ids {
-		e, err := s.entry(id)
+	return out, nil
+}
+
+// Walk calls fn with every message in incoming/ and queue/, oldest first,
+// as List returns them, and stops at the first error fn returns. It does
+// not hold the whole queue: each directory is read once, the names are
+// sorted (IDs sort by arrival, see NewID), and GOMAXPROCS workers read
+// the files a bounded window ahead of fn, so that a listing of 100,000
+// messages neither waits for one file at a time nor keeps 100,000
+// envelopes in memory. Unreadable or incomplete files are skipped.
+//
+// An unreadable incoming/ is not an error: in shared mode only the
+// runner's user may list it.
+func (s *Spool) Walk(fn func(Entry) error) error {
+	var dirs [2]*os.File
+	var names [2][]string
+	for i, d := range []string{IncomingDir, QueueDir} {
+		f, n, err := openDir(s.path(d))
 		if err != nil {
+			if d == IncomingDir {
+				continue
+			}
+			return err
+		}
+		defer f.Close()
+		dirs[i], names[i] = f, n
+	}
+	fds := [2]int{-1, int(dirs[1].Fd())}
+	if dirs[0] != nil {
+		fds[0] = int(dirs[0].Fd())
+	}
+	return s.walk(listing(names[0], names[1]), fds, fn)
+}
+
+// openDir opens dir and reads its names; the caller closes the directory,
+// whose descriptor the names are opened relative to (one path lookup
+// instead of one per component).
+func openDir(dir string) (*os.File, []string, error) {
+	d, err := os.Open(dir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("spool: %w", err)
+	}
+	names, err := d.Readdirnames(-1)
+	if err != nil {
+		d.Close()
+		return nil, nil, fmt.Errorf("spool: read %s: %w", dir, err)
+	}
+	return d, names, nil
+}
+
+// listed is a message file found by a directory read.
+type listed struct {
+	id       string
+	incoming bool
+	// hasState: queue/ID.state was listed beside a queue/ID, so the
+	// listing tries to read it; without it, the message has had no
+	// attempt (or had none when queue/ was read) and is not looked for.
+	hasState bool
+	// alsoQueued: an incoming/ID whose ID queue/ also listed.
+	alsoQueued bool
+}
+
+// listing merges the names of incoming/ and queue/ into the files to
+// read, in ID order (an ID in both comes first from incoming/, as it
+// arrived there first). Which queue/ID.state files exist comes from the
+// same read: sorted, the names that begin with ID (ID.sending, ID.state)
+// follow ID.
+func listing(incoming, queued []string) []listed {
+	slices.Sort(incoming)
+	slices.Sort(queued)
+	var q []listed
+	for i, n := range queued {
+		if !ValidID(n) {
 			continue
 		}
-		out = append(out, e)
+		l := listed{id: n}
+		for _, m := range queued[i+1:] {
+			rest, ok := strings.CutPrefix(m, n)
+			if !ok {
+				break
+			}
+			if rest == ".state" {
+				l.hasState = true
+			}
+		}
+		q = append(q, l)
 	}
-	slices.SortFunc(out, func(a, b Entry) int { return strings.Compare(a.Env.ID, b.Env.ID) })
-	return out, nil
+	out := make([]listed, 0, len(incoming)+len(q))
+	j := 0
+	for _, n := range incoming {
+		if !ValidID(n) {
+			continue
+		}
+		for j < len(q) && q[j].id < n {
+			out = append(out, q[j])
+			j++
+		}
+		out = append(out, listed{id: n, incoming: true, alsoQueued: j < len(q) && q[j].id == n})
+	}
+	return append(out, q[j:]...)
+}
+
+// walkBatch is how many files a worker reads before handing them on: big
+// enough that the hand-over costs little, small enough that a short
+// queue still spreads over the workers.
+const walkBatch = 128
+
+// walk reads files in workers and passes the entries to fn in the order
+// of files. dirfds are incoming/ and queue/ (-1: unreadable).
+func (s *Spool) walk(files []listed, dirfds [2]int, fn func(Entry) error) error {
+	type batch struct {
+		files   []listed
+		entries []Entry
+		done    chan struct{}
+	}
+	workers := runtime.GOMAXPROCS(0)
+	// At most 2*workers batches are read ahead of fn: that bounds the
+	// memory, and keeps every worker busy while fn catches up.
+	order := make(chan *batch, 2*workers)
+	todo := make(chan *batch)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(order)
+		defer close(todo)
+		for start := 0; start < len(files); start += walkBatch {
+			b := &batch{files: files[start:min(start+walkBatch, len(files))], done: make(chan struct{})}
+			select {
+			case order <- b:
+			case <-stop:
+				return
+			}
+			select {
+			case todo <- b:
+			case <-stop:
+				return
+			}
+		}
+	}()
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := newFileReader(s)
+			for b := range todo {
+				b.entries = make([]Entry, 0, len(b.files))
+				for _, f := range b.files {
+					if e, err := r.read(dirfds, f); err == nil {
+						b.entries = append(b.entries, e)
+					}
+				}
+				close(b.done)
+			}
+		}()
+	}
+	defer wg.Wait()
+	for b := range order {
+		<-b.done
+		for _, e := range b.entries {
+			if err := fn(e); err != nil {
+				close(stop)
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // Entry returns the listing entry of a queued message.
@@ -64,25 +216,79 @@ func (s *Spool) Entry(id string) (Entry, error) {
 }
 
 func (s *Spool) entry(id string) (Entry, error) {
-	f, err := os.Open(s.path(QueueDir, id))
+	d, err := os.Open(s.path(QueueDir))
 	if err != nil {
 		return Entry{}, err
 	}
-	defer f.Close()
-	q, err := readQueueFile(f)
+	defer d.Close()
+	return newFileReader(s).queued(int(d.Fd()), id, true)
+}
+
+// fileReader reads queue files for listings. Each worker has its own, so
+// that the buffers are reused from file to file.
+type fileReader struct {
+	s   *Spool
+	buf []byte
+	br  bytes.Reader
+}
+
+// listBufSize holds a typical queue file whole (a message of a few KB
+// and its envelope), so that one pread gives both the header line and
+// the envelope.
+const listBufSize = 16 << 10
+
+func newFileReader(s *Spool) *fileReader {
+	return &fileReader{s: s, buf: make([]byte, listBufSize)}
+}
+
+// read reads the entry of a file found by Walk.
+func (r *fileReader) read(dirfds [2]int, f listed) (Entry, error) {
+	if !f.incoming {
+		return r.queued(dirfds[1], f.id, f.hasState)
+	}
+	fd, env, _, err := r.open(dirfds[0], IncomingDir, f.id)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) && !f.alsoQueued {
+			// Picked up since incoming/ was read: it is in queue/
+			// now (or delivered already), and queue/ was read
+			// before the move, so this is the only chance to list it.
+			return r.queued(dirfds[1], f.id, true)
+		}
+		return Entry{}, err
+	}
+	unix.Close(fd)
+	e := Entry{Env: env, Status: "queued", Incoming: true}
+	if env.HeldReason != "" {
+		e.Status, e.State.Held = "held", env.HeldReason
+	}
+	return e, nil
+}
+
+// queued reads the entry of queue/ID, with queue/ open as dirfd. When
+// tryState is false queue/ID.state is known not to exist and is not
+// looked for.
+func (r *fileReader) queued(dirfd int, id string, tryState bool) (Entry, error) {
+	fd, env, h, err := r.open(dirfd, QueueDir, id)
 	if err != nil {
 		return Entry{}, err
 	}
-	st, err := s.readState(id)
-	if err != nil {
-		return Entry{}, err
+	defer unix.Close(fd)
+	var st State
+	if tryState {
+		if st, err = r.state(dirfd, id); err != nil {
+			return Entry{}, err
+		}
 	}
-	e := Entry{Env: q.Env, State: st}
-	locked := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB) != nil
+	e := Entry{Env: env, State: st}
+	// A runner delivering the message holds its exclusive lock; the
+	// probe's shared lock goes with the descriptor. Every runner takes
+	// the lock, with or without run.lock (mailq -q, sendmail's
+	// foreground delivery), so the probe cannot be skipped.
+	locked := unix.Flock(fd, unix.LOCK_SH|unix.LOCK_NB) != nil
 	switch {
 	case locked:
 		e.Status = "sending"
-	case st.Uncertain || s.marked(id, q.hdr, &st, false):
+	case st.Uncertain || r.s.marked(id, h, &st, false):
 		e.Status = "uncertain"
 	case st.Held != "":
 		e.Status = "held"
@@ -92,4 +298,112 @@ func (s *Spool) entry(id string) (Entry, error) {
 		e.Status = "queued"
 	}
 	return e, nil
+}
+
+// open opens dir/name (dir open as dirfd) and validates it as
+// readQueueFile does, and returns the open descriptor. It reads without
+// os.File (whose poller registration costs a system call per file) and
+// reads a small file with one pread: a read that returns less than the
+// buffer holds reached the end of the file. Were it ever short for
+// another reason, the envelope would be cut and the file rejected: the
+// envelope ends the file with its only newline.
+//
+// O_NOFOLLOW and O_NONBLOCK: in shared mode any caller can create names
+// in incoming/; a symbolic link or a FIFO there is no queue file (Pickup
+// skips it too) and must neither be followed nor block the listing.
+func (r *fileReader) open(dirfd int, dir, name string) (int, *Envelope, header, error) {
+	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return -1, nil, header{}, &fs.PathError{Op: "open", Path: r.s.path(dir, name), Err: err}
+	}
+	n, err := unix.Pread(fd, r.buf, 0)
+	if err != nil {
+		unix.Close(fd)
+		return -1, nil, header{}, &fs.PathError{Op: "read", Path: r.s.path(dir, name), Err: err}
+	}
+	var src io.ReaderAt
+	size := int64(n)
+	if n < len(r.buf) {
+		r.br.Reset(r.buf[:n])
+		src = &r.br
+	} else {
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			unix.Close(fd)
+			return -1, nil, header{}, &fs.PathError{Op: "stat", Path: r.s.path(dir, name), Err: err}
+		}
+		src, size = fdReader(fd), st.Size
+	}
+	env, h, err := readEnvelope(src, size)
+	if err != nil {
+		unix.Close(fd)
+		return -1, nil, header{}, err
+	}
+	return fd, env, h, nil
+}
+
+// state reads queue/ID.state as readStateFound does (a missing file is
+// the zero state), with queue/ open as dirfd.
+func (r *fileReader) state(dirfd int, id string) (State, error) {
+	var st State
+	name := id + ".state"
+	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	if err == unix.ENOENT {
+		return st, nil
+	}
+	p := r.s.path(QueueDir, name)
+	if err != nil {
+		return st, fmt.Errorf("spool: read %s: %w", p, err)
+	}
+	b, err := r.readAll(fd)
+	unix.Close(fd)
+	if err != nil {
+		return st, fmt.Errorf("spool: read %s: %w", p, err)
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return st, fmt.Errorf("spool: %s: %w", p, err)
+	}
+	return st, nil
+}
+
+// readAll reads fd to its end into r.buf, growing it as needed.
+func (r *fileReader) readAll(fd int) ([]byte, error) {
+	n := 0
+	for {
+		if n == len(r.buf) {
+			r.buf = slices.Grow(r.buf, len(r.buf))[:2*len(r.buf)]
+		}
+		m, err := unix.Pread(fd, r.buf[n:], int64(n))
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if m == 0 {
+			return r.buf[:n], nil
+		}
+		n += m
+	}
+}
+
+// fdReader is an io.ReaderAt over a file descriptor, with pread(2).
+type fdReader int
+
+func (fd fdReader) ReadAt(p []byte, off int64) (int, error) {
+	n := 0
+	for n < len(p) {
+		m, err := unix.Pread(int(fd), p[n:], off+int64(n))
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		if m == 0 {
+			return n, io.EOF
+		}
+		n += m
+	}
+	return n, nil
 }

@@ -374,6 +374,10 @@ func (s *Spool) pickupOne(src, dst string, owned bool) (*Envelope, error) {
 		return nil, err
 	}
 	env := q.Env
+	if env.ID != idFromPath(src) {
+		// Listings and -d/-s act on the file name; they must agree.
+		return nil, fmt.Errorf("%w: envelope ID %q does not match the file name", ErrCorrupt, env.ID)
+	}
 	if q.hdr.sends != 0 {
 		// Only the runner marks files, and only in queue/.
 		return nil, fmt.Errorf("%w: marked as sending before pickup", ErrCorrupt)

@@ -327,3 +327,22 @@ func FuzzReadEnvelope(f *testing.F) {
 		}
 	})
 }
+
+// TestPickupRefusesMisnamedFile: a file whose envelope names another ID
+// (a copy under a new name, or a caller's forgery in shared mode) would
+// be listed under one ID and acted on under another.
+func TestPickupRefusesMisnamedFile(t *testing.T) {
+	s := newSpool(t)
+	id := enqueue(t, s, "Subject: x\r\n\r\nbody\r\n")
+	b, err := os.ReadFile(filepath.Join(s.Dir, IncomingDir, id))
+	tcheck(t, err, "read")
+	other := NewID(time.Now().Add(time.Second))
+	tcheck(t, os.WriteFile(filepath.Join(s.Dir, IncomingDir, other), b, 0o600), "copy")
+	ids, _ := s.Pickup()
+	if len(ids) != 1 || ids[0] != id {
+		t.Errorf("picked up %v, want only %s", ids, id)
+	}
+	if _, err := os.Stat(filepath.Join(s.Dir, FailedDir, other)); err != nil {
+		t.Errorf("misnamed file not moved to failed/: %v", err)
+	}
+}
