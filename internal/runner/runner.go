@@ -49,7 +49,17 @@ type Runner struct {
 	Now      func() time.Time
 	// Dial opens a session; tests may replace it. Default submit.Dial.
 	Dial func(ctx context.Context, cfg *submit.Config) (Session, error)
+	// LockedRetry is how long after a pass the messages found locked in
+	// it are tried once more; zero means DefaultLockedRetry.
+	LockedRetry time.Duration
 }
+
+// DefaultLockedRetry is the wait before the messages found locked are
+// tried again. A runner that holds a message's lock holds it for the
+// whole delivery; mailq's listing holds a shared lock for microseconds to
+// see whether a message is being sent, and a message it happened to
+// probe must not wait for the next run.
+const DefaultLockedRetry = 100 * time.Millisecond
 
 // Route is a list of smarthosts for some senders: the first, then each
 // fallback in turn when one cannot be reached or answers 4xx.
@@ -146,7 +156,20 @@ func (r *Runner) Run(ctx context.Context, opts Options) (*Summary, error) {
 			// New mail (bounces) is delivered, never expired.
 			o.Expire = false
 		}
-		r.deliverAll(ctx, ids, o, sum)
+		if locked := r.deliverAll(ctx, ids, o, sum, false); len(locked) > 0 {
+			wait := r.LockedRetry
+			if wait == 0 {
+				wait = DefaultLockedRetry
+			}
+			select {
+			case <-time.After(wait):
+				r.deliverAll(ctx, locked, o, sum, true)
+			case <-ctx.Done():
+				for _, id := range locked {
+					sum.add(id, outcome{status: "skipped"})
+				}
+			}
+		}
 		if err := r.Spool.SyncQueue(); err != nil {
 			return sum, err
 		}
@@ -158,15 +181,16 @@ func (r *Runner) Run(ctx context.Context, opts Options) (*Summary, error) {
 }
 
 // deliverAll runs the configured number of workers, each with its own
-// connection, over ids. It returns the number of bounces queued.
-func (r *Runner) deliverAll(ctx context.Context, ids []string, opts Options, sum *Summary) int {
+// connection, over ids, and adds each outcome to sum. It returns the
+// messages it found locked, for one more try; in the last pass (last
+// set) they count as skipped.
+func (r *Runner) deliverAll(ctx context.Context, ids []string, opts Options, sum *Summary, last bool) (locked []string) {
 	n := r.Cfg.Queue.Connections
 	if n > len(ids) {
 		n = len(ids)
 	}
 	work := make(chan string)
 	var mu sync.Mutex
-	bounces := 0
 	var done int
 	var wg sync.WaitGroup
 	for range n {
@@ -178,8 +202,11 @@ func (r *Runner) deliverAll(ctx context.Context, ids []string, opts Options, sum
 			for id := range work {
 				o := w.deliver(ctx, id, opts)
 				mu.Lock()
-				bounces += o.bounces
-				sum.add(id, o)
+				if o.status == "locked" && !last {
+					locked = append(locked, id)
+				} else {
+					sum.add(id, o)
+				}
 				done++
 				if r.Progress != nil && done%100 == 0 {
 					fmt.Fprintf(r.Progress, "\r%d/%d messages", done, len(ids))
@@ -199,12 +226,12 @@ func (r *Runner) deliverAll(ctx context.Context, ids []string, opts Options, sum
 	if r.Progress != nil && len(ids) >= 100 {
 		fmt.Fprintf(r.Progress, "\r%d/%d messages\n", done, len(ids))
 	}
-	return bounces
+	return locked
 }
 
 // outcome is what happened to one message in a run.
 type outcome struct {
-	status  string // sent, deferred, bounced, held, uncertain, skipped
+	status  string // sent, deferred, bounced, held, uncertain, skipped, locked
 	reply   string
 	bounces int
 }
@@ -287,8 +314,11 @@ func (w *worker) session(ctx context.Context, host *submit.Config) (Session, err
 func (w *worker) deliver(ctx context.Context, id string, opts Options) outcome {
 	r := w.r
 	l, err := r.Spool.Lock(id)
+	if errors.Is(err, spool.ErrLocked) {
+		return outcome{status: "locked"}
+	}
 	if err != nil {
-		if !errors.Is(err, spool.ErrLocked) && !errors.Is(err, os.ErrNotExist) {
+		if !errors.Is(err, os.ErrNotExist) {
 			r.Log.Errorf("%s: %v", id, err)
 		}
 		return outcome{status: "skipped"}
