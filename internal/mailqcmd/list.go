@@ -2,6 +2,7 @@ package mailqcmd
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -144,11 +145,12 @@ func toJSON(e spool.Entry, history bool) jsonEntry {
 
 // jsonPrinter prints mailq --json one element at a time, byte for byte
 // what a json.Encoder with SetIndent("", "  ") prints for the whole
-// array (which is what mailq printed when it held the whole queue).
+// array (which is what mailq printed when it held the whole queue): each
+// element is json.MarshalIndent(entry, "  ", "  ") between the array's
+// brackets and commas.
 type jsonPrinter struct {
-	w   *bufio.Writer
-	n   int
-	buf []byte
+	w *bufio.Writer
+	n int
 }
 
 func newJSONPrinter(w io.Writer) *jsonPrinter {
@@ -156,16 +158,16 @@ func newJSONPrinter(w io.Writer) *jsonPrinter {
 }
 
 func (p *jsonPrinter) add(e spool.Entry) error {
-	b := p.buf[:0]
-	if p.n == 0 {
-		b = append(b, "[\n  "...)
-	} else {
-		b = append(b, ",\n  "...)
+	b, err := json.MarshalIndent(toJSON(e, false), "  ", "  ")
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", e.Env.ID, err)
 	}
-	j := toJSON(e, false)
-	b = appendEntryJSON(b, &j)
-	p.buf = b
+	sep := ",\n  "
+	if p.n == 0 {
+		sep = "[\n  "
+	}
 	p.n++
+	p.w.WriteString(sep)
 	if _, err := p.w.Write(b); err != nil {
 		return &writeError{err}
 	}
