@@ -2,7 +2,6 @@ package spool
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -275,7 +274,7 @@ func (r *fileReader) queued(dirfd int, id string, tryState bool) (Entry, error) 
 	defer unix.Close(fd)
 	var st State
 	if tryState {
-		if st, err = r.state(dirfd, id); err != nil {
+		if st, err = r.s.readState(id); err != nil {
 			return Entry{}, err
 		}
 	}
@@ -340,51 +339,6 @@ func (r *fileReader) open(dirfd int, dir, name string) (int, *Envelope, header, 
 		return -1, nil, header{}, err
 	}
 	return fd, env, h, nil
-}
-
-// state reads queue/ID.state as readStateFound does (a missing file is
-// the zero state), with queue/ open as dirfd.
-func (r *fileReader) state(dirfd int, id string) (State, error) {
-	var st State
-	name := id + ".state"
-	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
-	if err == unix.ENOENT {
-		return st, nil
-	}
-	p := r.s.path(QueueDir, name)
-	if err != nil {
-		return st, fmt.Errorf("spool: read %s: %w", p, err)
-	}
-	b, err := r.readAll(fd)
-	unix.Close(fd)
-	if err != nil {
-		return st, fmt.Errorf("spool: read %s: %w", p, err)
-	}
-	if err := json.Unmarshal(b, &st); err != nil {
-		return st, fmt.Errorf("spool: %s: %w", p, err)
-	}
-	return st, nil
-}
-
-// readAll reads fd to its end into r.buf, growing it as needed.
-func (r *fileReader) readAll(fd int) ([]byte, error) {
-	n := 0
-	for {
-		if n == len(r.buf) {
-			r.buf = slices.Grow(r.buf, len(r.buf))[:2*len(r.buf)]
-		}
-		m, err := unix.Pread(fd, r.buf[n:], int64(n))
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		if m == 0 {
-			return r.buf[:n], nil
-		}
-		n += m
-	}
 }
 
 // fdReader is an io.ReaderAt over a file descriptor, with pread(2).
