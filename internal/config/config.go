@@ -341,11 +341,12 @@ func Parse(path, text string) (*Config, error) {
 	}
 	// BurntSushi/toml matches struct fields case-insensitively and reports
 	// only keys that matched nothing; check every key's exact spelling.
+	known := knownKeys(reflect.TypeOf(Config{}))
 	for _, k := range md.Keys() {
-		if !validKey(configType, k) {
+		if !keyKnown(known, k) {
 			name := k.String()
 			msg := fmt.Sprintf("unknown key %q", name)
-			if s := suggest(knownKeys(configType), k); s != "" {
+			if s := suggest(known, k); s != "" {
 				msg += fmt.Sprintf(" (did you mean %q?)", s)
 			}
 			return nil, &Error{Path: path, Line: keyLine(text, k), Msg: msg}
@@ -366,49 +367,8 @@ var typeErrRE = sync.OnceValue(func() *regexp.Regexp {
 	return regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]*)"\): (.*)$`)
 })
 
-var configType = reflect.TypeOf(Config{})
-
-// validKey reports whether k names a setting of the struct type t: each
-// component the exact toml tag of a field at its level, any one name
-// below a map. It accepts what knownKeys lists, without listing every
-// key Postie has at each start: a config sets only a few.
-func validKey(t reflect.Type, k toml.Key) bool {
-	if len(k) == 0 {
-		return true
-	}
-	for i := range t.NumField() {
-		f := t.Field(i)
-		if tag, _, _ := strings.Cut(f.Tag.Get("toml"), ","); tag != "" && tag != "-" && tag == k[0] {
-			return validBelow(f.Type, k[1:])
-		}
-	}
-	return false
-}
-
-// validBelow reports whether rest names a setting inside a field of type
-// ft; knownKeys descends into the same types.
-func validBelow(ft reflect.Type, rest toml.Key) bool {
-	if len(rest) == 0 {
-		return true
-	}
-	switch {
-	case ft.Kind() == reflect.Struct && ft != reflect.TypeOf(Duration{}):
-		return validKey(ft, rest)
-	case ft.Kind() == reflect.Pointer && ft.Elem().Kind() == reflect.Struct:
-		return validKey(ft.Elem(), rest)
-	case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
-		return validKey(ft.Elem(), rest)
-	case ft.Kind() == reflect.Map && ft.Elem().Kind() == reflect.Struct:
-		return validKey(ft.Elem(), rest[1:])
-	case ft.Kind() == reflect.Map:
-		return len(rest) == 1
-	}
-	return false
-}
-
 // knownKeys maps each valid dotted key path to true. A path ending in ".*"
-// accepts any single key below it (maps such as [aliases]). Only an error
-// message needs the whole list, to suggest a spelling.
+// accepts any single key below it (maps such as [aliases]).
 func knownKeys(t reflect.Type) map[string]bool {
 	known := map[string]bool{}
 	var walk func(prefix string, t reflect.Type)
@@ -442,6 +402,31 @@ func knownKeys(t reflect.Type) map[string]bool {
 	}
 	walk("", t)
 	return known
+}
+
+// keyKnown matches k against the known paths, where "*" stands for any
+// one component (a map key such as an alias or user name).
+func keyKnown(known map[string]bool, k toml.Key) bool {
+	if known[k.String()] {
+		return true
+	}
+	for p := range known {
+		parts := strings.Split(p, ".")
+		if len(parts) != len(k) {
+			continue
+		}
+		ok := true
+		for i := range parts {
+			if parts[i] != "*" && parts[i] != k[i] {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
 }
 
 // suggest returns the known key that differs from k only in case.

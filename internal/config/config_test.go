@@ -4,12 +4,9 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/BurntSushi/toml"
 )
 
 func TestParseFull(t *testing.T) {
@@ -142,62 +139,5 @@ func TestLocate(t *testing.T) {
 	}
 	if p, _, _ := Locate("/etc/x", true, true, env); p != "/etc/x" {
 		t.Errorf("root with -C = %q", p)
-	}
-}
-
-// keyKnown is the reference for validKey: k matches a path of known, where
-// "*" stands for any one component (a map key such as an alias or user
-// name).
-func keyKnown(known map[string]bool, k toml.Key) bool {
-	for p := range known {
-		parts := strings.Split(p, ".")
-		if len(parts) != len(k) {
-			continue
-		}
-		ok := true
-		for i := range parts {
-			if parts[i] != "*" && parts[i] != k[i] {
-				ok = false
-				break
-			}
-		}
-		if ok {
-			return true
-		}
-	}
-	return false
-}
-
-// TestValidKey checks that walking the Config type accepts exactly the
-// keys knownKeys lists: every listed key (with map keys filled in), and
-// none of their misspellings, upper-case forms, or extensions.
-func TestValidKey(t *testing.T) {
-	known := knownKeys(configType)
-	var keys []toml.Key
-	for p := range known {
-		k := toml.Key(strings.Split(strings.ReplaceAll(p, "*", "www-data"), "."))
-		keys = append(keys, k)
-		keys = append(keys, append(slices.Clone(k), "extra"))
-		keys = append(keys, append(slices.Clone(k), "extra", "more"))
-		up := slices.Clone(k)
-		up[len(up)-1] = strings.ToUpper(up[len(up)-1])
-		keys = append(keys, up)
-		typo := slices.Clone(k)
-		typo[len(typo)-1] += "x"
-		keys = append(keys, typo)
-	}
-	keys = append(keys, toml.Key{"spool"}, toml.Key{"smtp", "x"}, toml.Key{"limits", "user"}, toml.Key{"aliases", "a.b"})
-	n := 0
-	for _, k := range keys {
-		want := keyKnown(known, k)
-		if got := validKey(configType, k); got != want {
-			t.Errorf("validKey(%q) = %v, want %v", k, got, want)
-		}
-		if want {
-			n++
-		}
-	}
-	if n < len(known) {
-		t.Errorf("only %d keys accepted, %d known", n, len(known))
 	}
 }
