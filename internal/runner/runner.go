@@ -231,9 +231,8 @@ func (r *Runner) deliverAll(ctx context.Context, ids []string, opts Options, sum
 
 // outcome is what happened to one message in a run.
 type outcome struct {
-	status  string // sent, deferred, bounced, held, uncertain, skipped, locked
-	reply   string
-	bounces int
+	status string // sent, deferred, bounced, held, uncertain, skipped, locked
+	reply  string
 }
 
 func (s *Summary) add(id string, o outcome) {
@@ -543,7 +542,6 @@ func (w *worker) finish(l *spool.Locked, sent []string, fails []failure, deferre
 			r.Log.Errorf("%s: %v", l.ID, err)
 			return o
 		}
-		o.bounces = 1
 		if err := l.Remove(); err != nil {
 			r.Log.Errorf("%s: %v", l.ID, err)
 		}
@@ -562,8 +560,6 @@ func (w *worker) finish(l *spool.Locked, sent []string, fails []failure, deferre
 	if bounceID != "" {
 		if err := r.Spool.Publish(bounceID); err != nil {
 			r.Log.Errorf("%s: %v", l.ID, err)
-		} else {
-			o.bounces = 1
 		}
 	}
 	o.status = "deferred"
@@ -620,13 +616,12 @@ func (w *worker) uncertain(l *spool.Locked, sent []string, fails []failure, reas
 		r.Log.Errorf("%s: %v", l.ID, err)
 		return outcome{status: "uncertain", reply: reason}
 	}
-	o := outcome{status: "uncertain", reply: reason}
 	if bounceID != "" {
-		if err := r.Spool.Publish(bounceID); err == nil {
-			o.bounces = 1
+		if err := r.Spool.Publish(bounceID); err != nil {
+			r.Log.Errorf("%s: %v", l.ID, err)
 		}
 	}
-	return o
+	return outcome{status: "uncertain", reply: reason}
 }
 
 func oneLine(s string) string {
