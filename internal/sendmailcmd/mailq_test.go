@@ -146,10 +146,7 @@ func TestDeliverAfterEnqueue(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			dir := setup(t, "")
-			cfg := filepath.Join(dir, "postie.toml")
-			b, _ := os.ReadFile(cfg)
-			os.WriteFile(cfg, []byte(strings.Replace(string(b), `deliver = "queue"`, `deliver = "`+tt.deliver+`"`, 1)), 0o644)
+			cfg := setupDeliver(t, tt.deliver)
 			p, file := fakeProgram(t, tt.exit)
 			var out, errb bytes.Buffer
 			code := p.Main(tt.argv, IO{In: strings.NewReader("Subject: cron\n\nout\n"), Out: &out, Err: &errb})
@@ -202,10 +199,7 @@ func TestMailqMissing(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			dir := setup(t, "")
-			cfg := filepath.Join(dir, "postie.toml")
-			b, _ := os.ReadFile(cfg)
-			os.WriteFile(cfg, []byte(strings.Replace(string(b), `deliver = "queue"`, `deliver = "`+tt.deliver+`"`, 1)), 0o644)
+			setupDeliver(t, tt.deliver)
 			p := Program{FindMailq: func() (string, error) { return findMailq("/nowhere/sendmail", []string{"/nowhere/mailq"}) }}
 			var errb bytes.Buffer
 			code := p.Main(tt.argv, IO{In: strings.NewReader("Subject: x\n\nx\n"), Out: &bytes.Buffer{}, Err: &errb})
@@ -214,6 +208,22 @@ func TestMailqMissing(t *testing.T) {
 			}
 		})
 	}
+}
+
+// setupDeliver is setup with [queue] deliver = mode; it returns the
+// config's path.
+func setupDeliver(t *testing.T, mode string) string {
+	t.Helper()
+	cfg := filepath.Join(setup(t, ""), "postie.toml")
+	b, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Replace(string(b), `deliver = "queue"`, `deliver = "`+mode+`"`, 1)
+	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
 
 func TestMailqCandidates(t *testing.T) {
