@@ -364,28 +364,24 @@ func (s *Spool) Pickup() ([]string, error) {
 }
 
 func (s *Spool) pickupOne(src, dst string, owned bool) (*Envelope, error) {
+	name := idFromPath(src)
+	if owned {
+		q, err := OpenFile(src)
+		if err != nil {
+			return nil, err
+		}
+		defer q.Close()
+		if err := admit(q, src, name); err != nil {
+			return nil, err
+		}
+		return q.Env, renameNoReplace(src, dst)
+	}
 	in, err := os.Open(src)
 	if err != nil {
 		return nil, err
 	}
 	defer in.Close()
-	q, err := readQueueFile(in)
-	if err != nil {
-		return nil, err
-	}
-	env := q.Env
-	if env.ID != idFromPath(src) {
-		// Listings and -d/-s act on the file name; they must agree.
-		return nil, fmt.Errorf("%w: envelope ID %q does not match the file name", ErrCorrupt, env.ID)
-	}
-	if q.hdr.sends != 0 {
-		// Only the runner marks files, and only in queue/.
-		return nil, fmt.Errorf("%w: marked as sending before pickup", ErrCorrupt)
-	}
-	if owned {
-		return env, renameNoReplace(src, dst)
-	}
-	tmp := s.path(QueueDir, "."+idFromPath(src)+".pickup")
+	tmp := s.path(QueueDir, "."+name+".pickup")
 	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, err
@@ -397,12 +393,14 @@ func (s *Spool) pickupOne(src, dst string, owned bool) (*Envelope, error) {
 	if cerr := out.Close(); err == nil {
 		err = cerr
 	}
+	var env *Envelope
 	if err == nil {
 		// Validate the copy, not the original: the caller could have
 		// changed the original in between.
 		var q *QueueFile
 		if q, err = OpenFile(tmp); err == nil {
 			env = q.Env
+			err = admit(q, tmp, name)
 			q.Close()
 		}
 	}
@@ -414,6 +412,33 @@ func (s *Spool) pickupOne(src, dst string, owned bool) (*Envelope, error) {
 		return nil, err
 	}
 	return env, os.Remove(src)
+}
+
+// admit checks a valid queue file at path before it enters queue/ as
+// name, and clears a sending mark it carries: the envelope must name the
+// file (listings and -d/-s act on the name), and a mark means nothing
+// outside queue/. A file the administrator put back by hand (from
+// failed/, say) is a new submission as far as the runner knows.
+func admit(q *QueueFile, path, name string) error {
+	if q.Env.ID != name {
+		return fmt.Errorf("%w: envelope ID %q does not match the file name", ErrCorrupt, q.Env.ID)
+	}
+	if q.hdr.sends == 0 {
+		return nil
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(fmt.Appendf(nil, "%010d", 0), int64(sendsOff)); err != nil {
+		return fmt.Errorf("spool: clear the mark of %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("spool: clear the mark of %s: %w", path, err)
+	}
+	q.hdr.sends = 0
+	return nil
 }
 
 // CleanTmp removes files in tmp/ (and stale temporaries in queue/) older

@@ -2,6 +2,7 @@ package spool
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -203,20 +204,32 @@ func toLegacy(t *testing.T, p string) {
 	tcheck(t, os.WriteFile(p, out, 0o600), "write")
 }
 
-func TestPickupRefusesMarkedFile(t *testing.T) {
-	s := newSpool(t)
-	id := enqueue(t, s, "Subject: x\r\n\r\nbody\r\n")
-	p := filepath.Join(s.Dir, IncomingDir, id)
-	f, err := os.OpenFile(p, os.O_WRONLY, 0)
-	tcheck(t, err, "open")
-	f.WriteAt([]byte("0000000007"), int64(sendsOff))
-	f.Close()
-	ids, _ := s.Pickup()
-	if len(ids) != 0 {
-		t.Errorf("picked up a file marked by its writer: %v", ids)
-	}
-	if _, err := os.Stat(filepath.Join(s.Dir, FailedDir, id)); err != nil {
-		t.Errorf("marked file not moved to failed/: %v", err)
+// TestPickupClearsMark: a queue file put back into incoming/ by hand (from
+// failed/, or copied out of queue/) carries the runner's mark; it is a new
+// submission, delivered, not held as uncertain. The same for a caller's
+// file in shared mode (copied, not renamed).
+func TestPickupClearsMark(t *testing.T) {
+	for _, owned := range []bool{true, false} {
+		t.Run(fmt.Sprintf("owned=%v", owned), func(t *testing.T) {
+			s := newSpool(t)
+			id := enqueue(t, s, "Subject: x\r\n\r\nbody\r\n")
+			src := filepath.Join(s.Dir, IncomingDir, id)
+			f, err := os.OpenFile(src, os.O_WRONLY, 0)
+			tcheck(t, err, "open")
+			f.WriteAt([]byte("0000000007"), int64(sendsOff))
+			f.Close()
+			env, err := s.pickupOne(src, filepath.Join(s.Dir, QueueDir, id), owned)
+			tcheck(t, err, "pickup")
+			if env.ID != id {
+				t.Errorf("picked up %s", env.ID)
+			}
+			l, err := s.Lock(id)
+			tcheck(t, err, "lock")
+			defer l.Close()
+			if l.Sending() || l.hdr.sends != 0 {
+				t.Errorf("mark kept through pickup: sending=%v mark=%d", l.Sending(), l.hdr.sends)
+			}
+		})
 	}
 }
 
