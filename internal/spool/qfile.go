@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -127,11 +128,21 @@ func (s *Spool) Create(now time.Time) (*Writer, error) {
 		w := &Writer{ID: id, s: s, f: f, bw: bufio.NewWriterSize(f, 64<<10)}
 		if _, err := w.bw.Write(formatHeader(0, 0)); err != nil {
 			w.Abort()
-			return nil, fmt.Errorf("spool: write %s: %w", p, err)
+			return nil, fileErr("write", p, err)
 		}
 		return w, nil
 	}
 	return nil, fmt.Errorf("spool: create in %s: %w", s.path(TmpDir), lastErr)
+}
+
+// fileErr wraps err from an operation on the file at path; os.File's
+// errors already name the operation and the path, and are not named twice.
+func fileErr(op, path string, err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("spool: %w", err)
+	}
+	return fmt.Errorf("spool: %s %s: %w", op, path, err)
 }
 
 // Write appends message bytes.
@@ -139,7 +150,7 @@ func (w *Writer) Write(p []byte) (int, error) {
 	n, err := w.bw.Write(p)
 	w.n += int64(n)
 	if err != nil {
-		return n, fmt.Errorf("spool: write %s: %w", w.f.Name(), err)
+		return n, fileErr("write", w.f.Name(), err)
 	}
 	return n, nil
 }
@@ -217,16 +228,16 @@ func (w *Writer) seal(env *Envelope) error {
 	}
 	tmp := w.f.Name()
 	if _, err := w.bw.Write(append(b, '\n')); err != nil {
-		return fmt.Errorf("spool: write %s: %w", tmp, err)
+		return fileErr("write", tmp, err)
 	}
 	if err := w.bw.Flush(); err != nil {
-		return fmt.Errorf("spool: write %s: %w", tmp, err)
+		return fileErr("write", tmp, err)
 	}
 	if _, err := w.f.WriteAt(formatHeader(w.n, 0), 0); err != nil {
-		return fmt.Errorf("spool: write %s: %w", tmp, err)
+		return fileErr("write", tmp, err)
 	}
 	if err := w.f.Sync(); err != nil {
-		return fmt.Errorf("spool: sync %s: %w", tmp, err)
+		return fileErr("sync", tmp, err)
 	}
 	return nil
 }
@@ -242,7 +253,7 @@ func (w *Writer) syncRename() error {
 	d, err := os.Open(dir)
 	if errors.Is(err, os.ErrPermission) {
 		if err := w.f.Sync(); err != nil {
-			return fmt.Errorf("spool: sync %s: %w", w.f.Name(), err)
+			return fileErr("sync", w.f.Name(), err)
 		}
 		return nil
 	}
@@ -251,7 +262,7 @@ func (w *Writer) syncRename() error {
 	}
 	defer d.Close()
 	if err := d.Sync(); err != nil {
-		return fmt.Errorf("spool: sync %s: %w", dir, err)
+		return fileErr("sync", dir, err)
 	}
 	return nil
 }
