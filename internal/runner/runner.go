@@ -120,7 +120,7 @@ var ErrNoSmarthost = errors.New("no smarthost configured: set [smarthost] addres
 // Run delivers what opts selects. It returns an error only when the run
 // itself could not work (the spool is unreadable); per-message failures
 // are in the Summary.
-func (r *Runner) Run(ctx context.Context, opts Options) (*Summary, error) {
+func (r *Runner) Run(ctx context.Context, opts Options) (_ *Summary, err error) {
 	if r.Now == nil {
 		r.Now = time.Now
 	}
@@ -128,6 +128,19 @@ func (r *Runner) Run(ctx context.Context, opts Options) (*Summary, error) {
 		r.Dial = func(ctx context.Context, cfg *submit.Config) (Session, error) { return submit.Dial(ctx, cfg) }
 	}
 	sum := &Summary{}
+	// The marks journal lets the connections share the syncs of their
+	// sending marks; opening it first restores the marks of runners
+	// that died with the machine, before any message is locked.
+	if err := r.Spool.OpenMarks(); errors.Is(err, spool.ErrNoJournal) {
+		r.Log.Errorf("%v; each sending mark is synced on its own", err)
+	} else if err != nil {
+		return sum, err
+	}
+	defer func() {
+		if cerr := r.Spool.CloseMarks(); err == nil {
+			err = cerr
+		}
+	}()
 	// Bounces generated in one round, and mail queued while it ran, are
 	// delivered in the next; the bound keeps a steady stream of new mail
 	// from holding one run forever.

@@ -193,6 +193,7 @@ func (l *Locked) SaveState() error {
 	}
 	l.hasState = true
 	if l.cleared {
+		l.s.answered(l.ID)
 		if l.sending && l.hdr.legacy {
 			os.Remove(l.s.path(QueueDir, l.ID+".sending"))
 		}
@@ -218,11 +219,11 @@ func (s *Spool) writeState(id string, st *State) error {
 //
 // The mark is the counter in the queue file's header: it is raised to
 // one more than State.Sends, which counts the marks whose outcome the
-// state records, with one pwrite and one fdatasync of a block the file
-// already has. Unlike a marker file, that allocates no inode and needs no
-// directory sync: the mark costs one disk write per message. A mark
-// already pending (a second host in the same attempt) is not written
-// again.
+// state records, with a pwrite of a block the file already has. With a
+// marks journal open (OpenMarks) the mark is made durable by the
+// journal, whose syncs concurrent connections share; without one, by an
+// fdatasync of the queue file. A mark already pending (a second host in
+// the same attempt) is not written again.
 func (l *Locked) MarkSending() error {
 	if l.hdr.legacy {
 		return l.markLegacy()
@@ -239,10 +240,22 @@ func (l *Locked) MarkSending() error {
 	if _, err := l.f.WriteAt(b, int64(sendsOff)); err != nil {
 		return fmt.Errorf("spool: mark %s: %w", l.Name(), err)
 	}
-	if err := unix.Fdatasync(int(l.f.Fd())); err != nil {
-		return fmt.Errorf("spool: mark %s: sync: %w", l.Name(), err)
-	}
+	// The header carries the mark from here. If it cannot be made
+	// durable, the dot is not sent, and the outcome the runner saves
+	// answers the mark.
 	l.hdr.sends = n
+	l.s.marksMu.Lock()
+	j := l.s.marks
+	l.s.marksMu.Unlock()
+	// A journal that cannot take the mark (a full disk: the header's
+	// block is already allocated, a journal's next one may not be) falls
+	// back to syncing the queue file, so that a full spool still
+	// delivers, and frees space.
+	if j == nil || j.add(l.ID, n) != nil {
+		if err := unix.Fdatasync(int(l.f.Fd())); err != nil {
+			return fmt.Errorf("spool: mark %s: sync: %w", l.Name(), err)
+		}
+	}
 	l.sending, l.cleared = true, false
 	return nil
 }
@@ -285,6 +298,7 @@ func (l *Locked) Remove() error {
 	if l.sending && l.hdr.legacy {
 		os.Remove(p + ".sending")
 	}
+	l.s.answered(l.ID)
 	return l.Close()
 }
 
@@ -303,6 +317,7 @@ func (l *Locked) MoveToFailed() error {
 		os.Remove(src + ".sending")
 	}
 	syncDir(l.s.path(FailedDir))
+	l.s.answered(l.ID)
 	return l.Close()
 }
 

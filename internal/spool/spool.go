@@ -14,6 +14,9 @@
 //	             .ID.*       temporary files of atomic state updates
 //	failed/    queue files that can be neither delivered nor bounced
 //	run.lock   held by the background runner; kick: "scan again"
+//	marks.ID   a runner's journal of sending marks, locked while it runs
+//	marks.lock held while a runner folds dead runners' journals or
+//	           creates its own
 //
 // A queue file is one header line, the message, then the envelope:
 //
@@ -37,8 +40,10 @@
 // Delivery state is written to queue/.ID.state.RANDOM, synced, and renamed
 // over queue/ID.state, then queue/ is synced: a reader sees the old state or
 // the new one, never a mixture. Before the final dot of a delivery the
-// runner raises the sending mark in the queue file's header (one pwrite
-// and one fdatasync; the state's "sends" says which mark it has answered);
+// runner raises the sending mark in the queue file's header (a pwrite,
+// made durable by its marks journal, whose fdatasyncs the runner's
+// connections share: see marks.go; the state's "sends" says which mark
+// it has answered);
 // a message found with a mark its state has not answered, and no runner
 // holding its lock, may have been delivered, and is held as "uncertain"
 // rather than sent twice. Because of that mark, a delivered message can be
@@ -92,6 +97,11 @@ type Spool struct {
 
 	syncOnce  sync.Once
 	queueSync *groupSync
+
+	// marks is the runner's marks journal, between OpenMarks and
+	// CloseMarks (see marks.go).
+	marksMu sync.Mutex
+	marks   *markJournal
 }
 
 // New returns the spool at dir; it does not touch the file system.

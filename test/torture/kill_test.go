@@ -30,9 +30,13 @@ func (e *binEnv) killAt(t *testing.T, path, syscalls string) {
 	if err != nil {
 		t.Skip("strace is not installed: the exact-instant kill tests need it (apt-get install strace)")
 	}
-	cmd := exec.Command(strace, "-f", "-qq", "-o", "/dev/null", "-P", path,
-		"-e", "trace="+syscalls, "-e", "inject="+syscalls+":error=EIO:signal=KILL:when=1",
+	args := []string{"-f", "-qq", "-o", "/dev/null"}
+	if path != "" {
+		args = append(args, "-P", path)
+	}
+	args = append(args, "-e", "trace="+syscalls, "-e", "inject="+syscalls+":error=EIO:signal=KILL:when=1",
 		mailqBin, "-C", e.cfgPath, "-q")
+	cmd := exec.Command(strace, args...)
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + e.dir}
 	cmd.Dir = e.dir
 	var errb bytes.Buffer
@@ -151,22 +155,25 @@ func TestKillAfterBounceBeforeRemove(t *testing.T) {
 	}
 }
 
-// TestKillAroundMark kills the runner at the two system calls of the
-// sending mark (spool.Locked.MarkSending), both before the final dot:
-// nothing was delivered. Killed before the mark is written, the next
-// flush delivers the message once. Killed after the write and before its
-// fdatasync, the mark is in the page cache and the message cannot be
-// told from one whose dot was sent: it is held as uncertain, never sent
-// twice (the same as a runner killed after the dot).
+// TestKillAroundMark kills the runner at the system calls of the sending
+// mark (spool.Locked.MarkSending), all before the final dot: nothing was
+// delivered. Killed before the mark is written into the queue file's
+// header, the next flush delivers the message once. Killed after that,
+// before the runner's marks journal has the mark or before the journal's
+// fdatasync (the first fdatasync of a run), the mark is in the page cache
+// and the message cannot be told from one whose dot was sent: it is held
+// as uncertain, never sent twice (the same as a runner killed after the
+// dot). The next runner folds the dead runner's journal and removes it.
 func TestKillAroundMark(t *testing.T) {
 	tests := []struct {
 		name      string
 		syscalls  string
+		anyFile   bool // the call is on the journal, whose name is not known
 		delivered int
 		state     string // of the message left queued; "" for none
 	}{
-		{"before the write", "pwrite64", 1, ""},
-		{"before the sync", "fdatasync", 0, "uncertain"},
+		{"before the write", "pwrite64", false, 1, ""},
+		{"before the journal sync", "fdatasync", true, 0, "uncertain"},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -174,9 +181,16 @@ func TestKillAroundMark(t *testing.T) {
 			rng := rand.New(rand.NewPCG(11, uint64(i)))
 			l := newLetter(rng, "K4", "sender@torture.example", []string{"bob@dest.example"}, 2<<10)
 			id := e.submit(t, l)
-			e.killAt(t, filepath.Join(e.spoolDir, "queue", id), tt.syscalls)
+			path := filepath.Join(e.spoolDir, "queue", id)
+			if tt.anyFile {
+				path = ""
+			}
+			e.killAt(t, path, tt.syscalls)
 			if n := len(e.rec.deliveries(l.Token)); n != 0 {
 				t.Fatalf("the run killed at %s delivered %d copies before the final dot", tt.syscalls, n)
+			}
+			if j, _ := filepath.Glob(filepath.Join(e.spoolDir, "marks.*[0-9A-Z]")); len(j) != 1 {
+				t.Errorf("journals left by the killed runner: %q, want one", j)
 			}
 			e.run(t, mailqBin, nil, "-q")
 			if n := len(e.rec.deliveries(l.Token)); n != tt.delivered {
@@ -188,6 +202,9 @@ func TestKillAroundMark(t *testing.T) {
 				t.Errorf("queue after the second flush: %+v, want empty", q)
 			case tt.state != "" && (len(q) != 1 || q[0].State != tt.state):
 				t.Errorf("queue after the second flush: %+v, want %s held as %s", q, id, tt.state)
+			}
+			if j, _ := filepath.Glob(filepath.Join(e.spoolDir, "marks.*[0-9A-Z]")); len(j) != 0 {
+				t.Errorf("journals left after the second flush: %q, want none", j)
 			}
 		})
 	}

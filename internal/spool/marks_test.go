@@ -1,0 +1,235 @@
+package spool
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// queued enqueues n messages and picks them up.
+func queued(t *testing.T, s *Spool, n int) []string {
+	t.Helper()
+	var ids []string
+	for range n {
+		ids = append(ids, enqueue(t, s, "Subject: x\r\n\r\nbody\r\n"))
+	}
+	_, err := s.Pickup()
+	tcheck(t, err, "pickup")
+	return ids
+}
+
+func journals(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
+	names, err := os.ReadDir(dir)
+	tcheck(t, err, "read spool dir")
+	for _, n := range names {
+		if id, ok := strings.CutPrefix(n.Name(), marksPrefix); ok && ValidID(id) {
+			out = append(out, n.Name())
+		}
+	}
+	return out
+}
+
+// readMarks returns the records of a journal, by message.
+func readMarks(t *testing.T, p string) map[string]int64 {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	tcheck(t, err, "read journal")
+	m := map[string]int64{}
+	for _, line := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+		id, n, ok := parseMark([]byte(line))
+		if !ok {
+			t.Fatalf("journal record %q does not parse", line)
+		}
+		m[id] = n
+	}
+	return m
+}
+
+// setHeaderMark rewrites the mark in queue/ID's header, as a machine
+// crash that lost the page would leave it.
+func setHeaderMark(t *testing.T, s *Spool, id string, n int64) {
+	t.Helper()
+	f, err := os.OpenFile(s.path(QueueDir, id), os.O_WRONLY, 0)
+	tcheck(t, err, "open")
+	defer f.Close()
+	_, err = f.WriteAt(fmt.Appendf(nil, "%010d", n), int64(sendsOff))
+	tcheck(t, err, "rewrite header")
+}
+
+// crash ends s's run as a dead process would: its journal's lock is
+// released (the descriptor closes) and nothing else happens.
+func crash(s *Spool) {
+	s.marksMu.Lock()
+	defer s.marksMu.Unlock()
+	s.marks.f.Close()
+	s.marks = nil
+}
+
+func TestMarksJournalShared(t *testing.T) {
+	s := newSpool(t)
+	ids := queued(t, s, 16)
+	tcheck(t, s.OpenMarks(), "open marks")
+	js := journals(t, s.Dir)
+	if len(js) != 1 {
+		t.Fatalf("journals after OpenMarks: %q", js)
+	}
+	locks := make([]*Locked, len(ids))
+	for i, id := range ids {
+		l, err := s.Lock(id)
+		tcheck(t, err, "lock")
+		locks[i] = l
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(ids))
+	for i, l := range locks {
+		wg.Go(func() { errs[i] = l.MarkSending() })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		tcheck(t, err, "mark "+ids[i])
+	}
+	got := readMarks(t, filepath.Join(s.Dir, js[0]))
+	for _, id := range ids {
+		if got[id] != 1 {
+			t.Errorf("journal has mark %d for %s, want 1", got[id], id)
+		}
+	}
+	// Another process sees every mark in the headers.
+	other := New(s.Dir)
+	for _, id := range ids {
+		if e, err := other.Entry(id); err != nil || e.Status != "sending" {
+			t.Errorf("%s: status %q (%v), want sending", id, e.Status, err)
+		}
+	}
+	for i, l := range locks {
+		if i%2 == 0 {
+			tcheck(t, l.Remove(), "remove")
+			continue
+		}
+		l.ClearSending()
+		tcheck(t, l.SaveState(), "save state")
+		l.Close()
+	}
+	tcheck(t, s.CloseMarks(), "close marks")
+	if js := journals(t, s.Dir); len(js) != 0 {
+		t.Errorf("journals after a run whose marks are all answered: %q", js)
+	}
+}
+
+func TestMarksFoldedAfterMachineCrash(t *testing.T) {
+	s := newSpool(t)
+	ids := queued(t, s, 3)
+	unanswered, answered, removed := ids[0], ids[1], ids[2]
+	tcheck(t, s.OpenMarks(), "open marks")
+	for _, id := range ids {
+		l, err := s.Lock(id)
+		tcheck(t, err, "lock")
+		tcheck(t, l.MarkSending(), "mark")
+		switch id {
+		case answered:
+			l.ClearSending()
+			tcheck(t, l.SaveState(), "save state")
+			l.Close()
+		case removed:
+			tcheck(t, l.Remove(), "remove")
+		default:
+			l.Close()
+		}
+	}
+	j := journals(t, s.Dir)[0]
+	// The machine crashes: the header writes were never synced and are
+	// lost, and the last record was being written.
+	crash(s)
+	setHeaderMark(t, s, unanswered, 0)
+	setHeaderMark(t, s, answered, 0)
+	f, err := os.OpenFile(filepath.Join(s.Dir, j), os.O_WRONLY|os.O_APPEND, 0)
+	tcheck(t, err, "open journal")
+	_, err = f.WriteString(answered + " 00000")
+	tcheck(t, err, "tear the journal")
+	f.Close()
+
+	next := New(s.Dir)
+	tcheck(t, next.OpenMarks(), "open marks after the crash")
+	if _, err := os.Stat(filepath.Join(s.Dir, j)); !os.IsNotExist(err) {
+		t.Errorf("the dead runner's journal is still there after the fold (%v)", err)
+	}
+	for _, tt := range []struct {
+		id      string
+		sending bool
+	}{{unanswered, true}, {answered, false}} {
+		l, err := next.Lock(tt.id)
+		tcheck(t, err, "lock")
+		if l.Sending() != tt.sending {
+			t.Errorf("%s: Sending() = %v after the fold, want %v", tt.id, l.Sending(), tt.sending)
+		}
+		l.Close()
+	}
+	if _, err := os.Stat(next.path(QueueDir, removed)); !os.IsNotExist(err) {
+		t.Errorf("the fold brought back a removed message (%v)", err)
+	}
+	tcheck(t, next.CloseMarks(), "close marks")
+}
+
+func TestMarksJournalOfLiveRunnerKept(t *testing.T) {
+	s := newSpool(t)
+	id := queued(t, s, 1)[0]
+	tcheck(t, s.OpenMarks(), "open marks")
+	l, err := s.Lock(id)
+	tcheck(t, err, "lock")
+	tcheck(t, l.MarkSending(), "mark")
+	mine := journals(t, s.Dir)
+
+	// A second runner starts and stops while the first is sending.
+	other := New(s.Dir)
+	tcheck(t, other.OpenMarks(), "second runner: open marks")
+	tcheck(t, other.CloseMarks(), "second runner: close marks")
+	if js := journals(t, s.Dir); len(js) != 1 || js[0] != mine[0] {
+		t.Fatalf("journals after a second runner came and went: %q, want %q", js, mine)
+	}
+
+	// The first stops with the mark unanswered (killed after the dot,
+	// say): the journal stays, and the next runner folds it.
+	l.Close()
+	tcheck(t, s.CloseMarks(), "close marks")
+	if js := journals(t, s.Dir); len(js) != 1 {
+		t.Fatalf("journals after a run that left a mark unanswered: %q", js)
+	}
+	next := New(s.Dir)
+	tcheck(t, next.OpenMarks(), "next runner: open marks")
+	if js := journals(t, s.Dir); len(js) != 1 || js[0] == mine[0] {
+		t.Errorf("journals after the next runner started: %q, want its own only", js)
+	}
+	l, err = next.Lock(id)
+	tcheck(t, err, "lock")
+	if !l.Sending() {
+		t.Error("the unanswered mark is gone")
+	}
+	l.Close()
+	tcheck(t, next.CloseMarks(), "next runner: close marks")
+}
+
+func TestMarkWithoutUsableJournal(t *testing.T) {
+	s := newSpool(t)
+	id := queued(t, s, 1)[0]
+	tcheck(t, s.OpenMarks(), "open marks")
+	// The journal cannot be written (as on a full disk): the mark falls
+	// back to a sync of the queue file, and the journal stays for the
+	// next runner.
+	s.marks.f.Close()
+	l, err := s.Lock(id)
+	tcheck(t, err, "lock")
+	tcheck(t, l.MarkSending(), "mark")
+	l.Close()
+	if e, err := New(s.Dir).Entry(id); err != nil || e.Status != "uncertain" {
+		t.Errorf("status after the mark: %q (%v), want uncertain", e.Status, err)
+	}
+	s.CloseMarks()
+	if js := journals(t, s.Dir); len(js) != 1 {
+		t.Errorf("journals after a run whose journal failed: %q, want it kept", js)
+	}
+}
