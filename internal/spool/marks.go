@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"strconv"
@@ -30,22 +31,25 @@ import (
 // after the append has completed; appends made while a sync runs are
 // covered by the next one, so eight connections need far fewer than eight
 // flushes. Readers still look only at the header: if the runner process
-// dies, the kernel keeps what it wrote, and the header shows the mark.
-// Only a crash of the machine can lose a header mark the journal has;
-// every runner therefore starts by folding the journals of runners that
-// are gone (unlocked) into the headers, durably, and removing them. The
-// fold and the creation of a journal happen under marks.lock, so a runner
-// never mistakes a journal being created for one left by a dead runner,
-// and no runner locks a message before the marks of the dead are back.
+// dies, the kernel keeps what it wrote, and the header shows the mark; if
+// the machine crashes, the header may have lost it, and only the journal
+// has it. So every runner starts by folding the journals of runners that
+// are gone (unlocked) into the headers: each mark is written again if it
+// is missing and synced either way (a mark the page cache still shows may
+// not be on disk), queue/ is synced (a removal the record outlived may not
+// be either), and only then are those journals removed. The fold, and the
+// creation of a journal, happen under an exclusive flock of the spool
+// directory, so a runner never mistakes a journal being created for one
+// left by a dead runner, and runners lock messages only once the marks of
+// the dead are back. (Listing and the administrator's commands do not
+// fold: after a machine crash, until the next run, they may show such a
+// message as queued rather than uncertain.)
 //
 // A runner removes its journal when it stops, once nothing in it is
 // needed: every mark it wrote is answered by a state on disk, or its
-// message was removed and queue/ has been synced since. Otherwise the
+// message left queue/ and queue/ has been synced since. Otherwise the
 // journal stays for the next runner to fold.
-const (
-	marksPrefix = "marks."
-	marksLock   = "marks.lock"
-)
+const marksPrefix = "marks."
 
 // markJournal is one runner's journal, with group commit.
 type markJournal struct {
@@ -58,6 +62,8 @@ type markJournal struct {
 	synced  uint64 // records covered by a completed fdatasync
 	syncing bool
 	err     error // sticky: after a failed write or sync the journal is not trusted
+	// reported: firstFailure has told a caller about err.
+	reported bool
 	// open holds the messages whose mark this runner wrote and has not
 	// yet seen answered (SaveState) or removed.
 	open map[string]bool
@@ -66,7 +72,7 @@ type markJournal struct {
 // ErrNoJournal says that OpenMarks restored the marks of dead runners but
 // could not create a journal (a full disk, say): the run may go on, and
 // MarkSending syncs each queue file instead.
-var ErrNoJournal = errors.New("no marks journal")
+var ErrNoJournal = errors.New("cannot create a marks journal")
 
 // OpenMarks starts a run: it folds the journals of runners that are gone
 // into the queue files' headers, then opens this runner's own journal,
@@ -77,9 +83,9 @@ func (s *Spool) OpenMarks() error {
 	s.marksMu.Lock()
 	defer s.marksMu.Unlock()
 	if s.marks != nil {
-		return nil
+		return errors.New("spool: marks journal already open")
 	}
-	unlock, err := s.lockMarks()
+	unlock, err := s.lockDir()
 	if err != nil {
 		return err
 	}
@@ -96,12 +102,12 @@ func (s *Spool) OpenMarks() error {
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("spool: create marks journal: %w: %w", ErrNoJournal, err)
+		return fmt.Errorf("spool: %w: %w", ErrNoJournal, err)
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		f.Close()
 		os.Remove(f.Name())
-		return fmt.Errorf("spool: lock %s: %w: %w", f.Name(), ErrNoJournal, err)
+		return fmt.Errorf("spool: %w: lock %s: %w", ErrNoJournal, f.Name(), err)
 	}
 	// The journal's own name must survive a crash, or its marks would
 	// go with it.
@@ -146,19 +152,26 @@ func (s *Spool) CloseMarks() error {
 	return nil
 }
 
-// lockMarks takes marks.lock, waiting for a runner that is folding or
-// creating its journal.
-func (s *Spool) lockMarks() (unlock func(), err error) {
-	p := s.path(marksLock)
-	f, err := os.OpenFile(p, os.O_RDONLY|os.O_CREATE, 0o600)
+// lockDir takes an exclusive flock of the spool directory, waiting for a
+// runner that is folding or creating its journal. Locking the directory
+// itself needs no file in it: a runner that may not write there (or a
+// full file system) still delivers, without a journal.
+func (s *Spool) lockDir() (unlock func(), err error) {
+	d, err := os.Open(s.Dir)
 	if err != nil {
-		return nil, fmt.Errorf("spool: open %s: %w", p, err)
+		return nil, fmt.Errorf("spool: %w", err)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("spool: lock %s: %w", p, err)
+	if err := unix.Flock(int(d.Fd()), unix.LOCK_EX); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("spool: lock %s: %w", s.Dir, err)
 	}
-	return func() { f.Close() }, nil
+	return func() { d.Close() }, nil
+}
+
+// deadJournal is the journal of a runner that is gone, locked by us.
+type deadJournal struct {
+	f     *os.File
+	marks map[string]int64
 }
 
 // foldMarks brings the marks of every journal whose runner is gone back
@@ -168,60 +181,96 @@ func (s *Spool) foldMarks() error {
 	if err != nil {
 		return err
 	}
+	var dead []deadJournal
+	defer func() {
+		for _, d := range dead {
+			d.f.Close()
+		}
+	}()
 	for _, n := range names {
 		id, ok := strings.CutPrefix(n, marksPrefix)
 		if !ok || !ValidID(id) {
 			continue
 		}
-		if err := s.foldJournal(s.path(n)); err != nil {
+		d, err := openDeadJournal(s.path(n))
+		if err != nil {
 			return err
 		}
+		if d != nil {
+			dead = append(dead, *d)
+		}
 	}
-	return nil
-}
-
-func (s *Spool) foldJournal(p string) error {
-	f, err := os.Open(p)
-	if errors.Is(err, fs.ErrNotExist) {
+	if len(dead) == 0 {
 		return nil
 	}
-	if err != nil {
-		return fmt.Errorf("spool: open %s: %w", p, err)
-	}
-	defer f.Close()
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil // a live runner's
-		}
-		return fmt.Errorf("spool: lock %s: %w", p, err)
-	}
-	marks := make(map[string]int64)
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// A torn last record was never synced, so its final dot was
-		// never sent; anything unparsable is skipped likewise.
-		id, n, ok := parseMark(sc.Bytes())
-		if ok && n > marks[id] {
-			marks[id] = n
+	for _, d := range dead {
+		for id, n := range d.marks {
+			if err := s.restoreMark(id, n); err != nil {
+				return err
+			}
 		}
 	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("spool: read %s: %w", p, err)
+	if err := s.syncQueueDir(); err != nil {
+		return err
 	}
-	for id, n := range marks {
-		if err := s.restoreMark(id, n); err != nil {
-			return err
+	for _, d := range dead {
+		if err := os.Remove(d.f.Name()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("spool: %w", err)
 		}
-	}
-	if err := os.Remove(p); err != nil {
-		return fmt.Errorf("spool: remove %s: %w", p, err)
 	}
 	return nil
 }
 
-// restoreMark raises the header mark of queue/ID to n, durably, unless
-// it is there already (it is, unless the machine crashed) or the message
-// is gone.
+// openDeadJournal opens and reads the journal at p if its runner is gone,
+// and returns nil if it is alive or the journal is already gone (removed
+// by its runner, or folded by another, since the directory was read).
+func openDeadJournal(p string) (*deadJournal, error) {
+	f, err := os.Open(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, nil // a live runner's
+		}
+		return nil, fmt.Errorf("spool: lock %s: %w", p, err)
+	}
+	// Its runner may have removed it between our open and our flock.
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil || st.Nlink == 0 {
+		f.Close()
+		return nil, nil
+	}
+	d := &deadJournal{f: f, marks: make(map[string]int64)}
+	r := bufio.NewReader(f)
+	for {
+		line, err := r.ReadBytes('\n')
+		// A torn last record was never synced, so its final dot was
+		// never sent; anything unparsable is skipped likewise.
+		if id, n, ok := parseMark(bytes.TrimSuffix(line, []byte("\n"))); ok && n > d.marks[id] {
+			d.marks[id] = n
+		}
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("spool: read %s: %w", p, err)
+		}
+	}
+	return d, nil
+}
+
+// restoreMark makes sure the header mark of queue/ID is at least n and on
+// disk. The page cache may show the mark while the disk lacks it, so the
+// file is synced even when nothing is written. A message that is gone is
+// skipped (foldMarks then syncs queue/, so that its removal is durable
+// before the record goes). A message a live runner holds is only synced:
+// that runner locked it after its own fold and has the header it reads.
 func (s *Spool) restoreMark(id string, n int64) error {
 	p := s.path(QueueDir, id)
 	f, err := os.OpenFile(p, os.O_RDWR, 0)
@@ -229,15 +278,18 @@ func (s *Spool) restoreMark(id string, n int64) error {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("spool: open %s: %w", p, err)
+		return fmt.Errorf("spool: %w", err)
 	}
 	defer f.Close()
 	h, err := readHeader(f)
-	if err != nil || h.legacy || h.sends >= n {
+	if err != nil || h.legacy {
 		return nil
 	}
-	if _, err := f.WriteAt(fmt.Appendf(nil, "%010d", n), int64(sendsOff)); err != nil {
-		return fmt.Errorf("spool: restore the mark of %s: %w", p, err)
+	held := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil
+	if !held && h.sends < n {
+		if _, err := f.WriteAt(fmt.Appendf(nil, "%010d", n), int64(sendsOff)); err != nil {
+			return fmt.Errorf("spool: restore the mark of %s: %w", p, err)
+		}
 	}
 	if err := unix.Fdatasync(int(f.Fd())); err != nil {
 		return fmt.Errorf("spool: restore the mark of %s: sync: %w", p, err)
@@ -270,7 +322,7 @@ func (j *markJournal) add(id string, n int64) error {
 		return j.err
 	}
 	if _, err := j.f.Write(formatMark(id, n)); err != nil {
-		j.err = fmt.Errorf("spool: write %s: %w", j.path, err)
+		j.err = fmt.Errorf("spool: %w", err) // names the write and the file
 		return j.err
 	}
 	j.open[id] = true
@@ -297,6 +349,18 @@ func (j *markJournal) add(id string, n int64) error {
 		j.cond.Broadcast()
 	}
 	return j.err
+}
+
+// firstFailure reports whether the journal has failed and no caller has
+// been told yet.
+func (j *markJournal) firstFailure() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.err == nil || j.reported {
+		return false
+	}
+	j.reported = true
+	return true
 }
 
 // answered forgets the journal's mark of id, if there is a journal: the

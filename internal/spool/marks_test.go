@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // queued enqueues n messages and picks them up.
@@ -215,21 +216,59 @@ func TestMarksJournalOfLiveRunnerKept(t *testing.T) {
 
 func TestMarkWithoutUsableJournal(t *testing.T) {
 	s := newSpool(t)
-	id := queued(t, s, 1)[0]
+	var warnings []string
+	s.Warn = func(format string, args ...any) { warnings = append(warnings, fmt.Sprintf(format, args...)) }
+	ids := queued(t, s, 2)
 	tcheck(t, s.OpenMarks(), "open marks")
 	// The journal cannot be written (as on a full disk): the mark falls
-	// back to a sync of the queue file, and the journal stays for the
-	// next runner.
+	// back to a sync of the queue file, the failure is reported once,
+	// and the journal stays for the next runner.
 	s.marks.f.Close()
-	l, err := s.Lock(id)
-	tcheck(t, err, "lock")
-	tcheck(t, l.MarkSending(), "mark")
-	l.Close()
-	if e, err := New(s.Dir).Entry(id); err != nil || e.Status != "uncertain" {
-		t.Errorf("status after the mark: %q (%v), want uncertain", e.Status, err)
+	for _, id := range ids {
+		l, err := s.Lock(id)
+		tcheck(t, err, "lock")
+		tcheck(t, l.MarkSending(), "mark")
+		l.Close()
+		if e, err := New(s.Dir).Entry(id); err != nil || e.Status != "uncertain" {
+			t.Errorf("status after the mark: %q (%v), want uncertain", e.Status, err)
+		}
+	}
+	if len(warnings) != 1 {
+		t.Errorf("warnings: %q, want one", warnings)
 	}
 	s.CloseMarks()
 	if js := journals(t, s.Dir); len(js) != 1 {
 		t.Errorf("journals after a run whose journal failed: %q, want it kept", js)
 	}
+}
+
+func TestOpenMarksTwice(t *testing.T) {
+	s := newSpool(t)
+	tcheck(t, s.OpenMarks(), "open marks")
+	if err := s.OpenMarks(); err == nil {
+		t.Error("a second OpenMarks on one Spool succeeded; the first CloseMarks would remove the journal under the second")
+	}
+	tcheck(t, s.CloseMarks(), "close marks")
+	tcheck(t, s.OpenMarks(), "open marks after close")
+	tcheck(t, s.CloseMarks(), "close marks")
+	if js := journals(t, s.Dir); len(js) != 0 {
+		t.Errorf("journals left: %q", js)
+	}
+}
+
+func TestFoldSkipsGarbage(t *testing.T) {
+	s := newSpool(t)
+	id := queued(t, s, 1)[0]
+	// A dead runner's journal with a line far longer than any record,
+	// a record for a message that is not queued, and a good one.
+	junk := strings.Repeat("x", 200<<10) + "\n" + "6FXXZ0XM8CW9NQ03 0000000001\n" + id + " 0000000002\n"
+	tcheck(t, os.WriteFile(filepath.Join(s.Dir, marksPrefix+NewID(time.Now())), []byte(junk), 0o600), "write journal")
+	tcheck(t, s.OpenMarks(), "open marks")
+	l, err := s.Lock(id)
+	tcheck(t, err, "lock")
+	if !l.Sending() || l.hdr.sends != 2 {
+		t.Errorf("after the fold: sending %v, header mark %d; want true, 2", l.Sending(), l.hdr.sends)
+	}
+	l.Close()
+	tcheck(t, s.CloseMarks(), "close marks")
 }

@@ -90,6 +90,9 @@ type Locked struct {
 	// MarkSending). cleared: ClearSending was called; for a POSTIE1
 	// file, SaveState then removes its ID.sending marker.
 	sending, cleared bool
+	// wrote is the highest mark written into the header in this
+	// attempt, durable or not; hdr.sends counts only durable ones.
+	wrote int64
 }
 
 // Lock opens queue/ID and takes its exclusive lock without waiting.
@@ -240,10 +243,10 @@ func (l *Locked) MarkSending() error {
 	if _, err := l.f.WriteAt(b, int64(sendsOff)); err != nil {
 		return fmt.Errorf("spool: mark %s: %w", l.Name(), err)
 	}
-	// The header carries the mark from here. If it cannot be made
-	// durable, the dot is not sent, and the outcome the runner saves
-	// answers the mark.
-	l.hdr.sends = n
+	// The header carries the mark from here, but only once it is
+	// durable does hdr.sends count it: a second host in this attempt
+	// must not send its dot on a mark that failed to reach the disk.
+	l.wrote = n
 	l.s.marksMu.Lock()
 	j := l.s.marks
 	l.s.marksMu.Unlock()
@@ -251,11 +254,19 @@ func (l *Locked) MarkSending() error {
 	// block is already allocated, a journal's next one may not be) falls
 	// back to syncing the queue file, so that a full spool still
 	// delivers, and frees space.
-	if j == nil || j.add(l.ID, n) != nil {
+	var jerr error
+	if j != nil {
+		jerr = j.add(l.ID, n)
+		if jerr != nil && j.firstFailure() && l.s.Warn != nil {
+			l.s.Warn("%v; syncing each queue file's mark instead", jerr)
+		}
+	}
+	if j == nil || jerr != nil {
 		if err := unix.Fdatasync(int(l.f.Fd())); err != nil {
 			return fmt.Errorf("spool: mark %s: sync: %w", l.Name(), err)
 		}
 	}
+	l.hdr.sends = n
 	l.sending, l.cleared = true, false
 	return nil
 }
@@ -279,7 +290,9 @@ func (l *Locked) markLegacy() error {
 // the mark stands, and a crash in between leaves the message uncertain.
 func (l *Locked) ClearSending() {
 	if !l.hdr.legacy {
-		l.State.Sends = l.hdr.sends
+		// A mark written but never made durable is answered too: its
+		// dot was not sent.
+		l.State.Sends = max(l.hdr.sends, l.wrote)
 	}
 	l.cleared = true
 }

@@ -15,8 +15,6 @@
 //	failed/    queue files that can be neither delivered nor bounced
 //	run.lock   held by the background runner; kick: "scan again"
 //	marks.ID   a runner's journal of sending marks, locked while it runs
-//	marks.lock held while a runner folds dead runners' journals or
-//	           creates its own
 //
 // A queue file is one header line, the message, then the envelope:
 //
@@ -48,8 +46,8 @@
 // holding its lock, may have been delivered, and is held as "uncertain"
 // rather than sent twice. Because of that mark, a delivered message can be
 // removed without waiting for the directory sync: if the removal is lost
-// in a crash the message comes back marked uncertain, never as a fresh
-// message.
+// in a crash the message comes back marked uncertain (the runner's journal
+// keeps the mark until queue/ is synced), never as a fresh message.
 //
 // # Privileges
 //
@@ -65,7 +63,9 @@
 // # Locking
 //
 // A runner delivering a message holds an exclusive flock(2) on its queue
-// file, so two flushes never deliver the same message twice.
+// file, so two flushes never deliver the same message twice. A runner
+// holds a flock on its marks journal while it runs, and one on the spool
+// directory while it folds dead runners' journals and creates its own.
 package spool
 
 import (
@@ -225,11 +225,11 @@ func indexByte(s string, c byte) int {
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
-		return fmt.Errorf("spool: open %s: %w", dir, err)
+		return fileErr("open", dir, err)
 	}
 	defer d.Close()
 	if err := d.Sync(); err != nil {
-		return fmt.Errorf("spool: sync %s: %w", dir, err)
+		return fileErr("sync", dir, err)
 	}
 	return nil
 }
