@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -15,8 +16,8 @@ import (
 	"github.com/postie-mail/postie/internal/spool"
 )
 
-// refJSON and refHuman are the listing as mailq printed it when it held
-// the whole queue: the streaming printers must print the same bytes.
+// refJSON is mailq --json as mailq printed it when it held the whole
+// queue: the streaming printer must print the same bytes.
 func refJSON(w io.Writer, entries []spool.Entry) error {
 	out := make([]jsonEntry, len(entries))
 	for i, e := range entries {
@@ -27,51 +28,45 @@ func refJSON(w io.Writer, entries []spool.Entry) error {
 	return enc.Encode(out)
 }
 
+// refHuman is the human listing of entries, printed in one go; it shows
+// that streaming (and filtering as entries stream) changes nothing. The
+// layout itself is checked by checkHumanLayout.
 func refHuman(w io.Writer, entries []spool.Entry) {
-	if len(entries) == 0 {
-		fmt.Fprintln(w, "Mail queue is empty")
-		return
-	}
-	fmt.Fprintf(w, "%-17s %8s %-20s  %s\n", "-Queue ID--------", "--Size--", "----Arrival Time----", "-Sender/Recipient-------")
-	var total int64
+	p := newHumanPrinter(w)
 	for _, e := range entries {
-		mark := " "
-		switch e.Status {
-		case "sending":
-			mark = "*"
-		case "held":
-			mark = "!"
-		case "uncertain":
-			mark = "?"
-		}
-		sender := e.Env.Sender
-		if sender == "" {
-			sender = "MAILER-DAEMON"
-		}
-		fmt.Fprintf(w, "%s%s %8d %-20s  %s\n", e.Env.ID, mark, e.Env.Size, e.Env.Arrival.Local().Format("Mon Jan _2 15:04:05"), sender)
-		switch {
-		case e.Status == "held":
-			fmt.Fprintf(w, "%48s(held: %s)\n", "", e.State.Held)
-		case e.Status == "uncertain":
-			fmt.Fprintf(w, "%48s(delivery uncertain, message-id %s: %s)\n", "", e.Env.MessageID, clip(e.State.LastError, 200))
-		case e.State.LastError != "":
-			fmt.Fprintf(w, "%48s(%s)\n", "", clip(e.State.LastError, 200))
-		}
-		for _, r := range e.State.Pending(e.Env) {
-			fmt.Fprintf(w, "%48s%s\n", "", r)
-		}
-		fmt.Fprintln(w)
-		total += e.Env.Size
+		p.add(e)
 	}
-	n := len(entries)
-	req := "Requests"
-	if n == 1 {
-		req = "Request"
-	}
-	fmt.Fprintf(w, "-- %d Kbytes in %d %s.\n", (total+1023)/1024, n, req)
+	p.end()
 }
 
-// trickyStrings are what encoding/json escapes, or could be thought to.
+// humanLines are the shapes of the lines of Postfix's mailq layout:
+// the header, a message's line (ID, mark, size right-aligned in 8,
+// arrival padded to 20, two spaces, sender), a note or recipient in column 48, a
+// blank line between messages, and the summary.
+var humanLines = []*regexp.Regexp{
+	regexp.MustCompile(`^-Queue ID-------- --Size-- ----Arrival Time----  -Sender/Recipient-------$`),
+	regexp.MustCompile(`^[0-9A-Z]{16}[ *!?] [ 0-9]{8} [A-Z][a-z]{2} [A-Z][a-z]{2} [ 1-3][0-9] [0-9]{2}:[0-9]{2}:[0-9]{2}   \S+$`),
+	regexp.MustCompile(`^ {48}\S.*$`),
+	regexp.MustCompile(`^$`),
+	regexp.MustCompile(`^-- [0-9]+ Kbytes in [0-9]+ Requests?\.$`),
+}
+
+func checkHumanLayout(t *testing.T, out string, n int) {
+	t.Helper()
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if !humanLines[0].MatchString(lines[0]) {
+		t.Errorf("header line %q", lines[0])
+	}
+	if last := lines[len(lines)-1]; !humanLines[4].MatchString(last) || !strings.Contains(last, fmt.Sprintf(" in %d Request", n)) {
+		t.Errorf("summary line %q, want %d requests", last, n)
+	}
+	for _, l := range lines[1 : len(lines)-1] {
+		if !humanLines[1].MatchString(l) && !humanLines[2].MatchString(l) && !humanLines[3].MatchString(l) {
+			t.Errorf("line out of the layout: %q", l)
+		}
+	}
+}
+
 func tcheck(t *testing.T, err error, what string) {
 	t.Helper()
 	if err != nil {
@@ -145,6 +140,14 @@ func TestListingBytes(t *testing.T) {
 			code, out, errs := e.mailq(tt.args...)
 			if code != 0 || out != ref.String() {
 				t.Errorf("mailq %v = %d %s\n%s\nwant\n%s", tt.args, code, errs, out, ref.String())
+			}
+			if tt.name == "human" {
+				checkHumanLayout(t, out, len(entries))
+				for _, want := range []string{held + "!", uncertain + "?", sending + "*", "(held: by administrator)", "(held: rate limit)", "(delivery uncertain, message-id "} {
+					if !strings.Contains(out, want) {
+						t.Errorf("listing lacks %q", want)
+					}
+				}
 			}
 			// And through a filter, which now applies as entries stream.
 			var sel []spool.Entry
