@@ -55,13 +55,10 @@ const marksPrefix = "marks."
 type markJournal struct {
 	f    *os.File
 	path string
+	sync *groupSync // fdatasync of f, shared by concurrent callers; sticky
 
-	mu      sync.Mutex
-	cond    *sync.Cond
-	written uint64 // records appended
-	synced  uint64 // records covered by a completed fdatasync
-	syncing bool
-	err     error // sticky: after a failed write or sync the journal is not trusted
+	mu  sync.Mutex
+	err error // sticky: after a failed write or sync the journal is not trusted
 	// reported: firstFailure has told a caller about err.
 	reported bool
 	// open holds the messages whose mark this runner wrote and has not
@@ -117,7 +114,12 @@ func (s *Spool) OpenMarks() error {
 		return fmt.Errorf("%w: %w", ErrNoJournal, err)
 	}
 	j := &markJournal{f: f, path: f.Name(), open: make(map[string]bool)}
-	j.cond = sync.NewCond(&j.mu)
+	j.sync = newGroupSync(func() error {
+		if err := unix.Fdatasync(int(f.Fd())); err != nil {
+			return fmt.Errorf("spool: sync %s: %w", f.Name(), err)
+		}
+		return nil
+	}, true)
 	s.marks = j
 	return nil
 }
@@ -317,38 +319,26 @@ func parseMark(b []byte) (id string, n int64, ok bool) {
 // after the append has completed.
 func (j *markJournal) add(id string, n int64) error {
 	j.mu.Lock()
-	defer j.mu.Unlock()
 	if j.err != nil {
+		j.mu.Unlock()
 		return j.err
 	}
 	if _, err := j.f.Write(formatMark(id, n)); err != nil {
 		j.err = fmt.Errorf("spool: %w", err) // names the write and the file
+		j.mu.Unlock()
 		return j.err
 	}
 	j.open[id] = true
-	j.written++
-	need := j.written
-	for j.synced < need && j.err == nil {
-		if j.syncing {
-			j.cond.Wait()
-			continue
-		}
-		j.syncing = true
-		gen := j.written
-		j.mu.Unlock()
-		err := unix.Fdatasync(int(j.f.Fd()))
+	j.mu.Unlock()
+	if err := j.sync.Sync(); err != nil {
 		j.mu.Lock()
-		j.syncing = false
-		if err != nil {
-			// After a failed sync the kernel may report the next
-			// one clean without having written anything.
-			j.err = fmt.Errorf("spool: sync %s: %w", j.path, err)
-		} else {
-			j.synced = gen
+		if j.err == nil {
+			j.err = err
 		}
-		j.cond.Broadcast()
+		j.mu.Unlock()
+		return err
 	}
-	return j.err
+	return nil
 }
 
 // firstFailure reports whether the journal has failed and no caller has

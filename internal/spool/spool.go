@@ -109,7 +109,10 @@ func New(dir string) *Spool { return &Spool{Dir: dir} }
 
 // syncQueueDir fsyncs queue/, sharing the fsync with concurrent callers.
 func (s *Spool) syncQueueDir() error {
-	s.syncOnce.Do(func() { s.queueSync = newGroupSync(s.path(QueueDir)) })
+	s.syncOnce.Do(func() {
+		dir := s.path(QueueDir)
+		s.queueSync = newGroupSync(func() error { return syncDir(dir) }, false)
+	})
 	return s.queueSync.Sync()
 }
 
