@@ -284,19 +284,25 @@ func (r *fileReader) queued(dirfd int, id string, tryState bool) (Entry, error) 
 	// the lock, with or without run.lock (mailq -q, sendmail's
 	// foreground delivery), so the probe cannot be skipped.
 	locked := unix.Flock(fd, unix.LOCK_SH|unix.LOCK_NB) != nil
+	e.Status = status(locked, r.s.marked(id, h, &st, false), &st)
+	return e, nil
+}
+
+// status is the listing status of a queued message: locked says a runner
+// holds it, marked that it carries a sending mark st does not answer.
+func status(locked, marked bool, st *State) string {
 	switch {
 	case locked:
-		e.Status = "sending"
-	case st.Uncertain || r.s.marked(id, h, &st, false):
-		e.Status = "uncertain"
+		return "sending"
+	case st.Uncertain || marked:
+		return "uncertain"
 	case st.Held != "":
-		e.Status = "held"
+		return "held"
 	case st.Attempts > 0:
-		e.Status = "deferred"
+		return "deferred"
 	default:
-		e.Status = "queued"
+		return "queued"
 	}
-	return e, nil
 }
 
 // open opens dir/name (dir open as dirfd) and validates it as

@@ -89,19 +89,8 @@ func refList(t *testing.T, s *Spool) []Entry {
 			f.Close()
 			continue
 		}
-		e := Entry{Env: q.Env, State: st}
-		switch {
-		case unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB) != nil:
-			e.Status = "sending"
-		case st.Uncertain || s.marked(id, q.hdr, &st, false):
-			e.Status = "uncertain"
-		case st.Held != "":
-			e.Status = "held"
-		case st.Attempts > 0:
-			e.Status = "deferred"
-		default:
-			e.Status = "queued"
-		}
+		locked := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB) != nil
+		e := Entry{Env: q.Env, State: st, Status: status(locked, s.marked(id, q.hdr, &st, false), &st)}
 		f.Close()
 		out = append(out, e)
 	}
