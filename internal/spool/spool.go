@@ -40,11 +40,10 @@
 // the new one, never a mixture. Before the final dot of a delivery the
 // runner raises the sending mark in the queue file's header (a pwrite,
 // made durable by its marks journal, whose fdatasyncs the runner's
-// connections share: see marks.go; the state's "sends" says which mark
-// it has answered);
-// a message found with a mark its state has not answered, and no runner
-// holding its lock, may have been delivered, and is held as "uncertain"
-// rather than sent twice. Because of that mark, a delivered message can be
+// connections share: see marks.go). The state's "sends" says which mark
+// it has answered; a message found with a mark its state has not
+// answered, and no runner holding its lock, may have been delivered, and
+// is held as "uncertain" rather than sent twice. Because of that mark, a delivered message can be
 // removed without waiting for the directory sync: if the removal is lost
 // in a crash the message comes back marked uncertain (the runner's journal
 // keeps the mark until queue/ is synced), never as a fresh message.
