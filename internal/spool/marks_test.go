@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -271,4 +272,31 @@ func TestFoldSkipsGarbage(t *testing.T) {
 	}
 	l.Close()
 	tcheck(t, s.CloseMarks(), "close marks")
+}
+
+// FuzzParseMark: the fold reads journals that a dead runner may have torn
+// anywhere, or that anyone with write access to the spool root may have
+// written. A record it accepts must name a queue ID and a positive count,
+// and be one that formatMark writes back the same.
+func FuzzParseMark(f *testing.F) {
+	id := NewID(time.Date(2026, 11, 28, 15, 0, 0, 0, time.UTC))
+	f.Add(bytes.TrimSuffix(formatMark(id, 1), []byte("\n")))
+	f.Add([]byte(id + " 9999999999"))
+	f.Add([]byte(id + " +000000001"))
+	f.Add([]byte(id + " 0000000000"))
+	f.Add([]byte(id + " 00000000"))
+	f.Add([]byte("../x 0000000001"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		id, n, ok := parseMark(b)
+		if !ok {
+			return
+		}
+		if !ValidID(id) || n <= 0 {
+			t.Fatalf("parseMark(%q) = %q, %d, accepted", b, id, n)
+		}
+		id2, n2, ok2 := parseMark(bytes.TrimSuffix(formatMark(id, n), []byte("\n")))
+		if !ok2 || id2 != id || n2 != n {
+			t.Fatalf("parseMark(%q) = %q, %d; its formatMark reads back as %q, %d, %v", b, id, n, id2, n2, ok2)
+		}
+	})
 }
