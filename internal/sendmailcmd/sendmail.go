@@ -29,6 +29,7 @@ import (
 const (
 	exUnavailable = 69 // mailq cannot be found
 	exOSErr       = 71 // mailq cannot be run
+	exNoPerm      = 77 // -bp or -q by a user the shared queue is closed to
 )
 
 // IO is the program's standard streams.
@@ -79,7 +80,7 @@ func (p Program) Main(argv []string, std IO) int {
 		// drops from root to the spool's owner itself, as sendmail
 		// did before it left listing and flushing to mailq.
 		if privileged && os.Getuid() != 0 {
-			return errorf(enqueue.ExUsage, "only root and the queue runner may list or flush the queue (use mailq as root)")
+			return errorf(exNoPerm, "only root and the queue runner may list or flush the queue (use mailq as root)")
 		}
 	}
 	switch args.Mode {

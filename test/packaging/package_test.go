@@ -708,7 +708,11 @@ func checkUsersLockedOut(t *testing.T, sent []submission, evil string) {
 			mustFail("reading root's queued message by its ID", "cat", spoolDir+"/incoming/"+victim.id)
 			mustFail("reading root's queued message by its ID", "cat", spoolDir+"/queue/"+victim.id)
 		}
-		mustFail("sendmail -bp (listing the queue)", sendmailPath, "-bp")
+		for _, flag := range []string{"-bp", "-q"} {
+			if out, code := runAs(u, "", nil, sendmailPath, flag); code != 77 {
+				t.Errorf("sendmail %s as %s: exit %d, want 77 (permission denied):\n%s", flag, u, code, out)
+			}
+		}
 
 		if out, code := runAs(u, "", nil, mailqPath); code != 77 {
 			t.Errorf("mailq as %s: exit %d, want 77 (permission denied):\n%s", u, code, out)
@@ -724,7 +728,6 @@ func checkUsersLockedOut(t *testing.T, sent []submission, evil string) {
 		}
 		// An ordinary user can neither deliver nor take messages out
 		// of incoming/.
-		runAs(u, "", nil, sendmailPath, "-q")
 		runAs(u, "", nil, mailqPath, "-q")
 	}
 	if _, err := os.Stat(filepath.Join(filepath.Dir(evil), "spool")); err == nil {
