@@ -271,8 +271,15 @@ func openDeadJournal(p string) (*deadJournal, error) {
 // disk. The page cache may show the mark while the disk lacks it, so the
 // file is synced even when nothing is written. A message that is gone is
 // skipped (foldMarks then syncs queue/, so that its removal is durable
-// before the record goes). A message a live runner holds is only synced:
-// that runner locked it after its own fold and has the header it reads.
+// before the record goes).
+//
+// The mark is written whoever holds the message's lock. A runner that
+// holds it locked it after its own fold, so its header already carries n
+// (restored by that fold, or still in the page cache when the journal's
+// runner was only killed) and nothing is written under it; anyone else
+// holding it (a listing's probe, an administrator's command) never writes
+// the mark, and must not make the fold skip it: that would lose the mark
+// and let the message be sent again.
 func (s *Spool) restoreMark(id string, n int64) error {
 	p := s.path(QueueDir, id)
 	f, err := os.OpenFile(p, os.O_RDWR, 0)
@@ -284,12 +291,14 @@ func (s *Spool) restoreMark(id string, n int64) error {
 	}
 	defer f.Close()
 	h, err := readHeader(f)
-	if err != nil || h.legacy {
-		return nil
+	if errors.Is(err, ErrCorrupt) || err == nil && h.legacy {
+		return nil // no POSTIE2 file: it cannot be delivered as such
 	}
-	held := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil
-	if !held && h.sends < n {
-		if _, err := f.WriteAt(fmt.Appendf(nil, "%010d", n), int64(sendsOff)); err != nil {
+	if err != nil {
+		return fmt.Errorf("spool: read %s: %w", p, err)
+	}
+	if h.sends < n {
+		if err := writeMark(f, n); err != nil {
 			return fmt.Errorf("spool: restore the mark of %s: %w", p, err)
 		}
 	}

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // queued enqueues n messages and picks them up.
@@ -299,4 +301,37 @@ func FuzzParseMark(f *testing.F) {
 			t.Fatalf("parseMark(%q) = %q, %d; its formatMark reads back as %q, %d, %v", b, id, n, id2, n2, ok2)
 		}
 	})
+}
+
+// TestFoldUnderAnotherLock: after a machine crash lost a header's mark,
+// the fold must restore it even while a listing's probe (shared lock) or
+// an administrator's command (exclusive lock) holds the message, or the
+// mark is gone with the journal and the message is sent again.
+func TestFoldUnderAnotherLock(t *testing.T) {
+	for _, how := range []int{unix.LOCK_SH, unix.LOCK_EX} {
+		s := newSpool(t)
+		id := queued(t, s, 1)[0]
+		tcheck(t, s.OpenMarks(), "open marks")
+		l, err := s.Lock(id)
+		tcheck(t, err, "lock")
+		tcheck(t, l.MarkSending(), "mark") // the dot is sent after this
+		l.Close()
+		crash(s)
+		setHeaderMark(t, s, id, 0) // the header's page was lost
+
+		f, err := os.Open(s.path(QueueDir, id))
+		tcheck(t, err, "open")
+		tcheck(t, unix.Flock(int(f.Fd()), how), "flock")
+		s2 := New(s.Dir)
+		tcheck(t, s2.OpenMarks(), "fold")
+		f.Close()
+		tcheck(t, s2.CloseMarks(), "close marks")
+
+		l, err = New(s.Dir).Lock(id)
+		tcheck(t, err, "lock again")
+		if !l.Sending() {
+			t.Errorf("flock %d during the fold: the mark is lost (header %d), the message would be sent again", how, l.hdr.sends)
+		}
+		l.Close()
+	}
 }

@@ -345,8 +345,11 @@ func ReadEnvelope(f interface {
 // readHeader parses the header line at the start of r.
 func readHeader(r io.ReaderAt) (header, error) {
 	var b [header2Len]byte
-	n, _ := r.ReadAt(b[:], 0)
+	n, err := r.ReadAt(b[:], 0)
 	var h header
+	if err != nil && err != io.EOF {
+		return h, err // an I/O error is not a bad file
+	}
 	switch {
 	case n >= header1Len && bytes.HasPrefix(b[:], []byte(magic1)) && b[header1Len-1] == '\n':
 		h.legacy, h.off = true, int64(header1Len)
@@ -366,6 +369,13 @@ func readHeader(r io.ReaderAt) (header, error) {
 	}
 	h.size = size
 	return h, nil
+}
+
+// writeMark writes the sending mark n into the header of the POSTIE2
+// file f, in place.
+func writeMark(f io.WriterAt, n int64) error {
+	_, err := f.WriteAt(fmt.Appendf(nil, "%0*d", sendsLen, n), int64(sendsOff))
+	return err
 }
 
 func readEnvelope(r io.ReaderAt, size int64) (*Envelope, header, error) {
