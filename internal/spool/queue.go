@@ -239,8 +239,7 @@ func (l *Locked) MarkSending() error {
 	if n > maxSends {
 		return fmt.Errorf("spool: mark %s: counter exhausted", l.Name())
 	}
-	b := fmt.Appendf(nil, "%010d", n)
-	if _, err := l.f.WriteAt(b, int64(sendsOff)); err != nil {
+	if err := writeMark(l.f, n); err != nil {
 		return fmt.Errorf("spool: mark %s: %w", l.Name(), err)
 	}
 	// The header carries the mark from here, but only once it is
@@ -315,25 +314,6 @@ func (l *Locked) Remove() error {
 	return l.Close()
 }
 
-// MoveToFailed moves the message to failed/ and releases the lock.
-func (l *Locked) MoveToFailed() error {
-	src := l.s.path(QueueDir, l.ID)
-	dst := l.s.path(FailedDir, l.ID)
-	if err := os.Rename(src, dst); err != nil {
-		return fmt.Errorf("spool: move %s to %s: %w", src, dst, err)
-	}
-	if b, err := json.Marshal(l.State); err == nil {
-		os.WriteFile(dst+".state", b, 0o600)
-	}
-	os.Remove(src + ".state")
-	if l.hdr.legacy {
-		os.Remove(src + ".sending")
-	}
-	syncDir(l.s.path(FailedDir))
-	l.s.answered(l.ID)
-	return l.Close()
-}
-
 // SyncQueue makes removals in queue/ durable.
 func (s *Spool) SyncQueue() error { return s.syncQueueDir() }
 
@@ -342,13 +322,22 @@ func (s *Spool) SyncQueue() error { return s.syncQueueDir() }
 // are copied into files of our own, and the originals removed, so that the
 // caller keeps no handle on what the runner delivers. A file that is not a
 // valid queue file is moved to failed/. It returns the IDs picked up.
+//
+// A copy enters queue/ in three steps, each made durable before the next,
+// so that a kill or a crash at any instant leaves the message either
+// still in incoming/ (the copy, queue/.ID.pickup, is then thrown away and
+// made again) or only in the copy, which CleanTmp moves into place: never
+// in incoming/ and queue/ at once, which would deliver it twice once queue/
+// had delivered it. First the copies are written and synced with queue/;
+// then the originals are removed and incoming/ synced; only then are the
+// copies renamed to queue/ID.
 func (s *Spool) Pickup() ([]string, error) {
 	dir := s.path(IncomingDir)
 	names, err := readNames(dir)
 	if err != nil {
 		return nil, err
 	}
-	var ids []string
+	var ids, copied []string
 	uid := os.Getuid()
 	for _, name := range names {
 		if !ValidID(name) {
@@ -360,25 +349,47 @@ func (s *Spool) Pickup() ([]string, error) {
 		if err != nil || !fi.Mode().IsRegular() {
 			continue
 		}
-		owned := int(fi.Sys().(*syscall.Stat_t).Uid) == uid
-		env, err := s.pickupOne(src, dst, owned)
+		st := fi.Sys().(*syscall.Stat_t)
+		if st.Nlink > 1 {
+			if qi, err := os.Lstat(dst); err == nil && os.SameFile(fi, qi) {
+				// A rename without RENAME_NOREPLACE (link, then
+				// remove) stopped half-way: the message is in
+				// queue/ already, with any mark a runner has given
+				// it since, and only this name must go.
+				if err := os.Remove(src); err != nil {
+					s.warn("%s: %v", name, err)
+				}
+				continue
+			}
+		}
+		var env *Envelope
+		if int(st.Uid) == uid {
+			env, err = s.pickupOwned(src, dst, name)
+		} else {
+			env, err = s.copyIn(src, name)
+		}
 		if err != nil {
 			if errors.Is(err, ErrCorrupt) {
 				os.Rename(src, s.path(FailedDir, name))
 			}
-			if s.Warn != nil {
-				s.Warn("%s: cannot pick up %s: %v", name, src, err)
-			}
+			s.warn("%s: cannot pick up %s: %v", name, src, err)
 			continue
 		}
-		if env.HeldReason != "" {
-			// Held at submission (a rate limit): the state file makes
-			// the hold visible and releasable like any other.
-			if err := s.writeState(name, &State{Held: env.HeldReason}); err != nil {
-				return ids, err
-			}
+		if int(st.Uid) != uid {
+			copied = append(copied, name)
+			continue
+		}
+		if err := s.admitted(name, env); err != nil {
+			return ids, err
 		}
 		ids = append(ids, name)
+	}
+	if len(copied) > 0 {
+		done, err := s.commitCopies(copied)
+		ids = append(ids, done...)
+		if err != nil {
+			return ids, err
+		}
 	}
 	if len(ids) > 0 {
 		if err := syncDir(s.path(QueueDir)); err != nil {
@@ -391,26 +402,54 @@ func (s *Spool) Pickup() ([]string, error) {
 	return ids, nil
 }
 
-func (s *Spool) pickupOne(src, dst string, owned bool) (*Envelope, error) {
-	name := idFromPath(src)
-	if owned {
-		q, err := OpenFile(src)
-		if err != nil {
-			return nil, err
-		}
-		defer q.Close()
-		if err := admit(q, src, name); err != nil {
-			return nil, err
-		}
-		return q.Env, renameNoReplace(src, dst)
+func (s *Spool) warn(format string, a ...any) {
+	if s.Warn != nil {
+		s.Warn(format, a...)
 	}
+}
+
+// admitted finishes the pickup of queue/ID: a message held at submission
+// (a rate limit) gets a state file, which makes the hold visible and
+// releasable like any other.
+func (s *Spool) admitted(id string, env *Envelope) error {
+	if env.HeldReason == "" {
+		return nil
+	}
+	return s.writeState(id, &State{Held: env.HeldReason})
+}
+
+// pickupOwned validates src, a file of ours, and renames it to dst.
+func (s *Spool) pickupOwned(src, dst, name string) (*Envelope, error) {
+	q, err := OpenFile(src)
+	if err != nil {
+		return nil, err
+	}
+	defer q.Close()
+	if err := admit(q, src, name); err != nil {
+		return nil, err
+	}
+	return q.Env, renameNoReplace(src, dst)
+}
+
+// pickupPath is the copy of incoming/ID that Pickup makes in queue/.
+func (s *Spool) pickupPath(id string) string { return s.path(QueueDir, "."+id+".pickup") }
+
+// copyIn copies src, another user's file, to queue/.ID.pickup, syncs the
+// copy and validates it (the copy, not the original, which its owner
+// could change in between). A copy left by an earlier pickup that did not
+// finish is replaced: its original is still here, so it was never
+// committed.
+func (s *Spool) copyIn(src, name string) (*Envelope, error) {
 	in, err := os.Open(src)
 	if err != nil {
 		return nil, err
 	}
 	defer in.Close()
-	tmp := s.path(QueueDir, "."+name+".pickup")
-	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	tmp := s.pickupPath(name)
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return nil, err
 	}
@@ -423,8 +462,6 @@ func (s *Spool) pickupOne(src, dst string, owned bool) (*Envelope, error) {
 	}
 	var env *Envelope
 	if err == nil {
-		// Validate the copy, not the original: the caller could have
-		// changed the original in between.
 		var q *QueueFile
 		if q, err = OpenFile(tmp); err == nil {
 			env = q.Env
@@ -432,14 +469,78 @@ func (s *Spool) pickupOne(src, dst string, owned bool) (*Envelope, error) {
 			q.Close()
 		}
 	}
-	if err == nil {
-		err = renameNoReplace(tmp, dst)
-	}
 	if err != nil {
 		os.Remove(tmp)
 		return nil, err
 	}
-	return env, os.Remove(src)
+	return env, nil
+}
+
+// commitCopies moves the copies of ids (made by copyIn) into queue/ once
+// their originals are gone: see Pickup. It returns the IDs now in queue/.
+func (s *Spool) commitCopies(ids []string) ([]string, error) {
+	if err := syncDir(s.path(QueueDir)); err != nil {
+		return nil, err
+	}
+	var gone []string
+	for _, id := range ids {
+		if err := os.Remove(s.path(IncomingDir, id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			// The original stays, so the copy must not enter queue/.
+			os.Remove(s.pickupPath(id))
+			s.warn("%s: cannot pick up %s: %v", id, s.path(IncomingDir, id), err)
+			continue
+		}
+		gone = append(gone, id)
+	}
+	if len(gone) == 0 {
+		return nil, nil
+	}
+	if err := syncDir(s.path(IncomingDir)); err != nil {
+		return nil, err
+	}
+	var done []string
+	for _, id := range gone {
+		env, err := s.placeCopy(id)
+		if err != nil {
+			s.warn("%s: %v", id, err)
+			continue
+		}
+		if env != nil {
+			if err := s.admitted(id, env); err != nil {
+				return done, err
+			}
+		}
+		done = append(done, id)
+	}
+	return done, nil
+}
+
+// placeCopy renames queue/.ID.pickup, whose original is gone, to
+// queue/ID, and returns its envelope (nil when another runner placed it
+// first). A queue/ID already there is this message: IDs are unique, and
+// the copy is dropped.
+func (s *Spool) placeCopy(id string) (*Envelope, error) {
+	tmp, dst := s.pickupPath(id), s.path(QueueDir, id)
+	q, err := OpenFile(tmp)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	env := q.Env
+	q.Close()
+	err = renameNoReplace(tmp, dst)
+	switch {
+	case err == nil:
+		return env, nil
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, nil
+	case errors.Is(err, fs.ErrExist):
+		os.Remove(tmp)
+		return nil, nil
+	}
+	return nil, fmt.Errorf("spool: %w", err)
 }
 
 // admit checks a valid queue file at path before it enters queue/ as
@@ -459,7 +560,7 @@ func admit(q *QueueFile, path, name string) error {
 		return err
 	}
 	defer f.Close()
-	if _, err := f.WriteAt(fmt.Appendf(nil, "%010d", 0), int64(sendsOff)); err != nil {
+	if err := writeMark(f, 0); err != nil {
 		return fmt.Errorf("spool: clear the mark of %s: %w", path, err)
 	}
 	if err := f.Sync(); err != nil {
@@ -490,12 +591,39 @@ func (s *Spool) CleanTmp(now time.Time, grace time.Duration) {
 				}
 				continue
 			}
+			if id, ok := pickupID(n); ok && d == QueueDir {
+				if _, err := os.Lstat(s.path(IncomingDir, id)); errors.Is(err, fs.ErrNotExist) {
+					// Committed by a pickup that stopped before
+					// placing it (see Pickup): the only copy.
+					env, err := s.placeCopy(id)
+					if err == nil {
+						if env != nil {
+							s.admitted(id, env)
+							syncDir(dir)
+						}
+						continue
+					}
+					// Not a whole queue file: a copy that never
+					// finished, whose owner removed the original. It
+					// goes with age, as other temporaries do.
+				}
+			}
 			p := s.path(d, n)
 			if fi, err := os.Lstat(p); err == nil && now.Sub(fi.ModTime()) > grace {
 				os.Remove(p)
 			}
 		}
 	}
+}
+
+// pickupID returns the ID of a name "."+ID+".pickup" (see pickupPath).
+func pickupID(name string) (string, bool) {
+	rest, ok := strings.CutPrefix(name, ".")
+	if !ok {
+		return "", false
+	}
+	id, ok := strings.CutSuffix(rest, ".pickup")
+	return id, ok && ValidID(id)
 }
 
 func readNames(dir string) ([]string, error) {

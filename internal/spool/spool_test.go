@@ -204,6 +204,16 @@ func toLegacy(t *testing.T, p string) {
 	tcheck(t, os.WriteFile(p, out, 0o600), "write")
 }
 
+// disown gives the file at p to another user, as a caller's file in
+// incoming/ is in shared mode: Pickup copies it instead of renaming it.
+func disown(t *testing.T, p string) {
+	t.Helper()
+	if os.Getuid() != 0 {
+		t.Skip("needs root to give a file to another user")
+	}
+	tcheck(t, os.Chown(p, 65534, 65534), "chown")
+}
+
 // TestPickupClearsMark: a queue file put back into incoming/ by hand (from
 // failed/, or copied out of queue/) carries the runner's mark; it is a new
 // submission, delivered, not held as uncertain. The same for a caller's
@@ -216,12 +226,15 @@ func TestPickupClearsMark(t *testing.T) {
 			src := filepath.Join(s.Dir, IncomingDir, id)
 			f, err := os.OpenFile(src, os.O_WRONLY, 0)
 			tcheck(t, err, "open")
-			f.WriteAt([]byte("0000000007"), int64(sendsOff))
+			tcheck(t, writeMark(f, 7), "write mark")
 			f.Close()
-			env, err := s.pickupOne(src, filepath.Join(s.Dir, QueueDir, id), owned)
+			if !owned {
+				disown(t, src)
+			}
+			ids, err := s.Pickup()
 			tcheck(t, err, "pickup")
-			if env.ID != id {
-				t.Errorf("picked up %s", env.ID)
+			if len(ids) != 1 || ids[0] != id {
+				t.Errorf("picked up %v, want [%s]", ids, id)
 			}
 			l, err := s.Lock(id)
 			tcheck(t, err, "lock")
@@ -230,6 +243,83 @@ func TestPickupClearsMark(t *testing.T) {
 				t.Errorf("mark kept through pickup: sending=%v mark=%d", l.Sending(), l.hdr.sends)
 			}
 		})
+	}
+}
+
+// TestPickupCopyStops: a pickup of a caller's file (shared mode) stopped
+// at each step leaves the message in exactly one of incoming/ and queue/,
+// and the next run finishes it: never both, which would deliver it twice
+// once queue/ had delivered it.
+func TestPickupCopyStops(t *testing.T) {
+	settle := func(t *testing.T, s *Spool, id string) {
+		t.Helper()
+		_, err := s.Pickup()
+		tcheck(t, err, "pickup")
+		s.CleanTmp(time.Now(), time.Hour)
+		if _, err := os.Stat(s.path(IncomingDir, id)); err == nil {
+			t.Errorf("incoming/%s still there", id)
+		}
+		if _, err := os.Stat(s.pickupPath(id)); err == nil {
+			t.Errorf("the copy of %s still there", id)
+		}
+		q, err := OpenFile(s.path(QueueDir, id))
+		tcheck(t, err, "open queue/"+id)
+		q.Close()
+	}
+	t.Run("copied, original kept", func(t *testing.T) {
+		s := newSpool(t)
+		id := enqueue(t, s, "Subject: x\r\n\r\nbody\r\n")
+		disown(t, s.path(IncomingDir, id))
+		// A copy cut short; its original is still in incoming/.
+		tcheck(t, os.WriteFile(s.pickupPath(id), []byte("POSTIE2 000"), 0o600), "write copy")
+		settle(t, s, id)
+	})
+	t.Run("original removed, copy not placed", func(t *testing.T) {
+		s := newSpool(t)
+		id := enqueue(t, s, "Subject: x\r\n\r\nbody\r\n")
+		disown(t, s.path(IncomingDir, id))
+		_, err := s.copyIn(s.path(IncomingDir, id), id)
+		tcheck(t, err, "copy")
+		tcheck(t, os.Remove(s.path(IncomingDir, id)), "remove the original")
+		settle(t, s, id)
+	})
+	t.Run("placed, original left", func(t *testing.T) {
+		// What the order before this one could leave: the copy renamed
+		// into place, the original not yet removed. The message is
+		// queued once; the original goes.
+		s := newSpool(t)
+		id := enqueue(t, s, "Subject: x\r\n\r\nbody\r\n")
+		disown(t, s.path(IncomingDir, id))
+		_, err := s.copyIn(s.path(IncomingDir, id), id)
+		tcheck(t, err, "copy")
+		tcheck(t, os.Rename(s.pickupPath(id), s.path(QueueDir, id)), "place")
+		settle(t, s, id)
+	})
+}
+
+// TestPickupFinishesLinkedRename: where RENAME_NOREPLACE is missing a
+// rename is a link and a remove; stopped in between, incoming/ID and
+// queue/ID are one file. A runner then marks it and sends the final dot
+// and is killed. The next pickup must not clear the mark (through the
+// other name): the message would be sent again.
+func TestPickupFinishesLinkedRename(t *testing.T) {
+	s := newSpool(t)
+	id := queued(t, s, 1)[0]
+	tcheck(t, os.Link(s.path(QueueDir, id), s.path(IncomingDir, id)), "link")
+	l, err := s.Lock(id)
+	tcheck(t, err, "lock")
+	tcheck(t, l.MarkSending(), "mark")
+	l.Close() // killed after the dot
+	_, err = s.Pickup()
+	tcheck(t, err, "pickup")
+	if _, err := os.Stat(s.path(IncomingDir, id)); err == nil {
+		t.Errorf("incoming/%s still there", id)
+	}
+	l, err = s.Lock(id)
+	tcheck(t, err, "lock again")
+	defer l.Close()
+	if !l.Sending() {
+		t.Errorf("mark cleared by pickup (header %d): the message would be sent again", l.hdr.sends)
 	}
 }
 
