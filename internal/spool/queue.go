@@ -573,7 +573,9 @@ func admit(q *QueueFile, path, name string) error {
 // CleanTmp removes files in tmp/ (and stale temporaries in queue/) older
 // than grace: writers that crashed. The grace period must exceed the
 // longest time a caller may take to write a message (cron pipes a job's
-// output while the job runs).
+// output while the job runs). A pickup's copy whose original is gone was
+// committed by a pickup that stopped before placing it: it is the
+// message's only copy, and CleanTmp places it in queue/ at once.
 func (s *Spool) CleanTmp(now time.Time, grace time.Duration) {
 	for _, d := range []string{TmpDir, QueueDir} {
 		dir := s.path(d)

@@ -12,6 +12,7 @@
 //	             ID.state    delivery state, JSON (absent until the first attempt)
 //	             ID.sending  marker of a POSTIE1 file: the final dot may have been sent
 //	             .ID.*       temporary files of atomic state updates
+//	             .ID.pickup  a pickup's copy of another user's incoming/ID
 //	failed/    queue files that can be neither delivered nor bounced
 //	run.lock   held by the background runner; kick: "scan again"
 //	marks.ID   a runner's journal of sending marks, locked while it runs
