@@ -40,6 +40,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 repo=$PWD
+# shellcheck source=bench/peers/postfix.sh
+. bench/peers/postfix.sh
 
 if [ -n "${QUICK:-}" ]; then
   : "${SEQ_RUNS:=20}" "${FLUSH_MSGS:=300}" "${MSMTP_FLUSH_MSGS:=100}" "${BLAST_MSGS:=1000}"
@@ -409,38 +411,7 @@ flush_timed() {
 
 # --- postfix
 postfix_conf() { # REUSE
-  cat >/etc/postfix/main.cf <<CF
-# bench/peers/run.sh: a null client relaying everything to the sink.
-compatibility_level = 3.6
-myhostname = bench.example
-myorigin = \$myhostname
-inet_interfaces = loopback-only
-inet_protocols = ipv4
-mydestination =
-local_transport = error:local delivery is disabled
-alias_maps =
-alias_database =
-# The sink's certificate names localhost (and 127.0.0.1, which Postfix
-# does not match): connect by that name, resolved from /etc/hosts.
-relayhost = [localhost]:$port
-smtp_host_lookup = native
-smtp_tls_security_level = secure
-smtp_tls_secure_cert_match = nexthop
-smtp_tls_CAfile = $work/sink-ca.pem
-smtp_sasl_auth_enable = yes
-smtp_sasl_password_maps = static:$USER_NAME:$USER_PASS
-smtp_sasl_security_options = noanonymous
-smtp_sasl_tls_security_options = noanonymous
-message_size_limit = 209715200
-mailbox_size_limit = 0
-maillog_file = $work/postfix.log
-smtp_tls_connection_reuse = $1
-defer_transports =
-CF
-  # The sink's certificate file lives outside the chroot.
-  postconf -F '*/*/chroot = n'
-  [ -n "$(postconf -M tlsproxy/unix 2>/dev/null)" ] || postconf -Me 'tlsproxy/unix = tlsproxy unix - - n - 0 tlsproxy'
-  [ -n "$(postconf -M postlog/unix-dgram 2>/dev/null)" ] || postconf -Me 'postlog/unix-dgram = postlog unix-dgram n - n - 1 postlogd'
+  postfix_null_client "$port" "$work/sink-ca.pem" "$USER_NAME" "$USER_PASS" "$work/postfix.log" "$1"
 }
 postfix_deferred() { find /var/spool/postfix/deferred -type f | wc -l; }
 postfix_pending() { find /var/spool/postfix/maildrop /var/spool/postfix/incoming /var/spool/postfix/active -type f | wc -l; }

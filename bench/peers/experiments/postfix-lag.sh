@@ -8,11 +8,13 @@
 #   DELAY=5ms REUSE=yes bash bench/peers/experiments/postfix-lag.sh 2000
 #   apt-get purge -y postfix    # then scripts/test.sh installs exim4 again
 #
-# As root; it overwrites /etc/postfix/main.cf the way run.sh's postfix_conf
-# does, queues with delivery held (defer_transports), then releases it and
-# times `postqueue -f` until the sink has every message, as run.sh does.
+# As root; it overwrites /etc/postfix/main.cf through bench/peers/postfix.sh
+# as run.sh does, queues with delivery held (defer_transports), releases it,
+# and times `postqueue -f` until the sink has every message, as run.sh does.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../../.." && pwd)
+# shellcheck source=bench/peers/postfix.sh
+. "$repo/bench/peers/postfix.sh"
 tools=$(mktemp -d)
 (cd "$repo" && go build -o "$tools/timeit" ./bench/peers/timeit && go build -o "$tools/lag" ./bench/peers/lag)
 n=${1:-2000} delay=${DELAY:-5ms} reuse=${REUSE:-yes}
@@ -32,32 +34,8 @@ trap 'kill ${sink:-} ${lag:-} 2>/dev/null; postfix stop >/dev/null 2>&1 || true;
 start_sink 1
 "$tools/lag" -to "$ADDR" -delay "$delay" >$w/lag.addr 2>$w/lag.log & lag=$!
 sleep 0.3; lagport=$(head -1 $w/lag.addr | cut -d: -f2)
-cat >/etc/postfix/main.cf <<CF
-compatibility_level = 3.6
-myhostname = bench.example
-myorigin = \$myhostname
-inet_interfaces = loopback-only
-inet_protocols = ipv4
-mydestination =
-local_transport = error:local delivery is disabled
-alias_maps =
-alias_database =
-relayhost = [localhost]:$lagport
-smtp_host_lookup = native
-smtp_tls_security_level = secure
-smtp_tls_secure_cert_match = nexthop
-smtp_tls_CAfile = $w/ca.pem
-smtp_sasl_auth_enable = yes
-smtp_sasl_password_maps = static:u:p
-smtp_sasl_security_options = noanonymous
-smtp_sasl_tls_security_options = noanonymous
-maillog_file = $w/postfix.log
-smtp_tls_connection_reuse = $reuse
-defer_transports = smtp
-CF
-postconf -F '*/*/chroot = n'
-[ -n "$(postconf -M tlsproxy/unix 2>/dev/null)" ] || postconf -Me 'tlsproxy/unix = tlsproxy unix - - n - 0 tlsproxy'
-[ -n "$(postconf -M postlog/unix-dgram 2>/dev/null)" ] || postconf -Me 'postlog/unix-dgram = postlog unix-dgram n - n - 1 postlogd'
+postfix_null_client "$lagport" "$w/ca.pem" u p "$w/postfix.log" "$reuse"
+postconf -e defer_transports=smtp
 postfix stop >/dev/null 2>&1 || true; sleep 1; postfix start >/dev/null 2>&1; sleep 1
 postsuper -d ALL >/dev/null 2>&1 || true
 "$tools/timeit" -n "$n" -c 32 -in $w/msg -- /usr/sbin/sendmail -t -i >/dev/null
