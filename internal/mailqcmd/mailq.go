@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/signal"
 	"syscall"
@@ -177,6 +178,11 @@ func Flush(cfg *config.Config, ids []string, due, background, verbose bool, std 
 	sp := spool.New(cfg.SpoolDir)
 	if err := sp.Init(); err != nil {
 		fmt.Fprintf(std.Err, "mailq: %v\n", err)
+		if errors.Is(err, fs.ErrPermission) {
+			// Someone else's spool (the package's, for a user who is
+			// neither root nor the queue runner), as for a listing.
+			return exNoPerm
+		}
 		return exCantCrt
 	}
 	log := maillog.New(cfg.Log.Target)

@@ -29,7 +29,6 @@ import (
 const (
 	exUnavailable = 69 // mailq cannot be found
 	exOSErr       = 71 // mailq cannot be run
-	exNoPerm      = 77 // -bp or -q by a user the shared queue is closed to
 )
 
 // IO is the program's standard streams.
@@ -74,15 +73,10 @@ func (p Program) Main(argv []string, std IO) int {
 	}
 	resolver := &address.Resolver{Aliases: aliases, Hostname: cfg.Hostname}
 
-	if args.Mode == cmdline.ModeList || args.Mode == cmdline.ModeFlush {
-		// With raised privileges only root gets past here, and
-		// becomeMailq gives them up: mailq runs as the caller, and
-		// drops from root to the spool's owner itself, as sendmail
-		// did before it left listing and flushing to mailq.
-		if privileged && os.Getuid() != 0 {
-			return errorf(exNoPerm, "only root and the queue runner may list or flush the queue (use mailq as root)")
-		}
-	}
+	// -bp and -q are mailq's: becomeMailq gives up sendmail's raised
+	// privileges first, so mailq runs as the caller and decides as it
+	// does when run directly (a user the shared queue is closed to gets
+	// 77; root's mailq drops to the spool's owner).
 	switch args.Mode {
 	case cmdline.ModeNewAliases:
 		// Postie reads aliases directly; there is no database to
