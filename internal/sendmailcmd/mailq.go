@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/postie-mail/postie/internal/maillog"
 )
 
 // sendmail leaves everything that delivers or reads the queue to the mailq
@@ -19,13 +21,13 @@ import (
 // enqueue pay for its package initialisers: without it a sendmail -t run
 // takes a fifth less time and CPU (bench/peers/NOTES.md, "Enqueue").
 //
-// Privileges: mailq runs only for a caller who could run it directly.
-// An ordinary user of the setgid sendmail is refused -bp and -q and gets
-// no foreground or background delivery (see Main), so those reach mailq
-// only unprivileged or as root. Before sendmail becomes mailq it gives up
-// the setgid group (dropRaised): root's mailq then drops to the spool's
-// owner itself, as sendmail did before, and sendmail invoked as mailq by
-// anyone is that user's own mailq, as /usr/bin/mailq would be.
+// Privileges: mailq runs only as the caller, with what the caller could
+// run it with directly. Before sendmail becomes mailq (-bp, -q, invoked as
+// mailq) it gives up the setgid group (dropRaised): root's mailq then
+// drops to the spool's owner itself, and anyone else's is that user's own
+// mailq, as /usr/bin/mailq would be (refused the shared queue with 77).
+// An ordinary user of the setgid sendmail gets no foreground or
+// background delivery (see Main).
 
 // Program is the sendmail program. Its zero value is the installed one;
 // tests set the fields to see what it hands to mailq.
@@ -39,6 +41,8 @@ type Program struct {
 	// test) reports its exit status as an *exec.ExitError, or nil for
 	// exit 0, and Main returns that status.
 	Exec func(path string, argv, env []string) error
+	// Log is the submission log; nil means the one the config names.
+	Log *maillog.Logger
 }
 
 // FindMailq returns the mailq program that goes with this sendmail: the

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/postie-mail/postie/internal/spool"
+
+	"github.com/postie-mail/postie/internal/maillog"
 )
 
 // fakeMailq is a mailq that writes its argv, one per line, to the file
@@ -183,7 +185,8 @@ func TestDeliverAfterEnqueue(t *testing.T) {
 
 // TestMailqMissing checks what each handoff does without mailq: -bp and
 // -q fail with EX_UNAVAILABLE; after an enqueue the message stays queued,
-// with a line on stderr for foreground delivery.
+// with a line on stderr for foreground delivery and in the log for
+// background delivery.
 func TestMailqMissing(t *testing.T) {
 	tests := []struct {
 		name, deliver string
@@ -200,11 +203,20 @@ func TestMailqMissing(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			setupDeliver(t, tt.deliver)
-			p := Program{FindMailq: func() (string, error) { return findMailq("/nowhere/sendmail", []string{"/nowhere/mailq"}) }}
+			var logb bytes.Buffer
+			p := Program{
+				FindMailq: func() (string, error) { return findMailq("/nowhere/sendmail", []string{"/nowhere/mailq"}) },
+				Log:       maillog.NewWriter(&logb),
+			}
 			var errb bytes.Buffer
 			code := p.Main(tt.argv, IO{In: strings.NewReader("Subject: x\n\nx\n"), Out: &bytes.Buffer{}, Err: &errb})
 			if code != tt.code || errb.String() != tt.stderr {
 				t.Errorf("exit %d %q, want %d %q", code, errb.String(), tt.code, tt.stderr)
+			}
+			// Background delivery says nothing on stderr, but the
+			// log must show why nothing was delivered.
+			if want := "queued, not delivered now: cannot find mailq"; tt.deliver == "background" && !strings.Contains(logb.String(), want) {
+				t.Errorf("log %q, want a line with %q", logb.String(), want)
 			}
 		})
 	}

@@ -110,7 +110,10 @@ func (p Program) Main(argv []string, std IO) int {
 		RewriteLocal: cfg.Rewrite.Local,
 		ForceFrom:    cfg.Rewrite.From,
 	}
-	log := submissionLog(cfg)
+	log := p.Log
+	if log == nil {
+		log = submissionLog(cfg)
+	}
 	env.Admit = admitter(cfg, caller, log)
 	if args.Mode == cmdline.ModeSMTP {
 		n, err := bsmtp.Serve(env, cfg, std.In, std.Out)
@@ -118,7 +121,7 @@ func (p Program) Main(argv []string, std IO) int {
 			return errorf(enqueue.ExIOErr, "-bs: %v", err)
 		}
 		if n > 0 {
-			p.triggerDelivery(cfg, path, explicit, privileged, std)
+			p.triggerDelivery(cfg, path, explicit, privileged, log, std)
 		}
 		return 0
 	}
@@ -147,7 +150,7 @@ func (p Program) Main(argv []string, std IO) int {
 	if args.Verbose > 0 {
 		fmt.Fprintf(std.Err, "sendmail: queued as %s: from=<%s> to=<%s>\n", res.ID, res.Sender, strings.Join(res.Recipients, ">,<"))
 	}
-	p.triggerDelivery(cfg, path, explicit, privileged, std)
+	p.triggerDelivery(cfg, path, explicit, privileged, log, std)
 	if cfg.Queue.Deliver == "foreground" && !privileged {
 		p.deliverNow(mailqArgs(path, explicit, flushArgs([]string{res.ID}, args.Verbose > 0)...), std)
 	}
@@ -212,19 +215,27 @@ func admitter(cfg *config.Config, c sysuser.Caller, log *maillog.Logger) func(in
 // --background) when the config says deliver = "background". With raised
 // privileges (the packaged, shared spool) sendmail cannot read the
 // smarthost password and does not try: the systemd path unit on
-// incoming/ starts the runner.
-func (p Program) triggerDelivery(cfg *config.Config, path string, explicit, privileged bool, std IO) {
+// incoming/ starts the runner. A runner that cannot be started is
+// reported to log (nil: nowhere), never on stderr: the message is queued,
+// and callers such as Symfony take any byte there for a failure.
+func (p Program) triggerDelivery(cfg *config.Config, path string, explicit, privileged bool, log *maillog.Logger, std IO) {
 	if privileged || cfg.Queue.Deliver != "background" {
 		return
 	}
+	if err := p.startRunner(cfg, path, explicit, std); err != nil && log != nil {
+		log.Errorf("queued, not delivered now: %v", err)
+	}
+}
+
+func (p Program) startRunner(cfg *config.Config, path string, explicit bool, std IO) error {
 	mailq, err := p.findMailq()
 	if err != nil {
-		return
+		return err
 	}
 	argv := mailqArgs(path, explicit, "-q", "--background")
 	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
 	if err != nil {
-		return
+		return err
 	}
 	defer devnull.Close()
 	cmd := &exec.Cmd{
@@ -246,11 +257,12 @@ func (p Program) triggerDelivery(cfg *config.Config, path string, explicit, priv
 		}
 	}
 	if err := cmd.Start(); err != nil {
-		return
+		return err
 	}
 	// The runner is detached (own session); reap it in the background
 	// if we are still around, but never wait for it.
 	go cmd.Wait()
+	return nil
 }
 
 func loadAliases(cfg *config.Config) (address.Aliases, error) {
