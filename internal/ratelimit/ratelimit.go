@@ -147,57 +147,36 @@ func path(spoolDir string, uid int) string {
 }
 
 // update runs fn on uid's buckets under the file's lock and writes them
-// back. Every sendmail run comes here, so it keeps to the system calls
-// it needs: the directory is made only when the file cannot be created
-// without it, and the file is used through its descriptor (os.File would
-// also try to register it with the poller).
+// back.
 func update(spoolDir string, uid int, now time.Time, fn func(b []bucket, lastLog *int64) bool) error {
+	dir := filepath.Join(spoolDir, Dir)
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("ratelimit: %w", err)
+	}
 	p := path(spoolDir, uid)
-	fd, err := openCounter(p)
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o660)
 	if err != nil {
 		return fmt.Errorf("ratelimit: %w", err)
 	}
-	defer unix.Close(fd)
+	defer f.Close()
 	// Readable by the runner (through the drop group) whatever the
 	// caller's umask, for mailq --senders.
-	unix.Fchmod(fd, 0o660)
-	if err := unix.Flock(fd, unix.LOCK_EX); err != nil {
+	f.Chmod(0o660)
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
 		return fmt.Errorf("ratelimit: lock %s: %w", p, err)
 	}
-	var buf [fileSize]byte
-	n, err := unix.Pread(fd, buf[:], 0)
+	b, lastLog, err := read(f)
 	if err != nil {
-		return fmt.Errorf("ratelimit: read %s: %w", p, err)
+		return err
 	}
-	b, lastLog := decode(buf[:n])
 	if !fn(b, &lastLog) {
 		return nil
 	}
-	encode(buf[:], b, lastLog)
-	if n, err := unix.Pwrite(fd, buf[:], 0); err != nil || n != len(buf) {
-		if err == nil {
-			err = io.ErrShortWrite
-		}
+	buf := encode(b, lastLog)
+	if _, err := f.WriteAt(buf, 0); err != nil {
 		return fmt.Errorf("ratelimit: write %s: %w", p, err)
 	}
 	return nil
-}
-
-// openCounter opens the counter file p read-write, creating it, and its
-// directory, the first time.
-func openCounter(p string) (int, error) {
-	const flags = unix.O_RDWR | unix.O_CREAT | unix.O_CLOEXEC
-	fd, err := unix.Open(p, flags, 0o660)
-	if errors.Is(err, unix.ENOENT) {
-		if err := os.Mkdir(filepath.Dir(p), 0o700); err != nil && !errors.Is(err, os.ErrExist) {
-			return -1, err
-		}
-		fd, err = unix.Open(p, flags, 0o660)
-	}
-	if err != nil {
-		return -1, &os.PathError{Op: "open", Path: p, Err: err}
-	}
-	return fd, nil
 }
 
 func read(r io.ReaderAt) ([]bucket, int64, error) {
@@ -206,16 +185,9 @@ func read(r io.ReaderAt) ([]bucket, int64, error) {
 	if err != nil && err != io.EOF {
 		return nil, 0, fmt.Errorf("ratelimit: read: %w", err)
 	}
-	b, lastLog := decode(buf[:n])
-	return b, lastLog, nil
-}
-
-// decode returns the buckets and the last hold's log time in buf, the
-// file's contents; a new or foreign file (the wrong size) starts afresh.
-func decode(buf []byte) ([]bucket, int64) {
 	b := make([]bucket, nBuckets)
-	if len(buf) != fileSize {
-		return b, 0
+	if n < fileSize {
+		return b, 0, nil // new or foreign file: start afresh
 	}
 	for i := range b {
 		o := i * bucketSize
@@ -226,11 +198,11 @@ func decode(buf []byte) ([]bucket, int64) {
 			held:  binary.LittleEndian.Uint32(buf[o+16:]),
 		}
 	}
-	return b, int64(binary.LittleEndian.Uint64(buf[lastLogOff:]))
+	return b, int64(binary.LittleEndian.Uint64(buf[lastLogOff:])), nil
 }
 
-// encode writes the buckets and lastLog into buf, fileSize bytes.
-func encode(buf []byte, b []bucket, lastLog int64) {
+func encode(b []bucket, lastLog int64) []byte {
+	buf := make([]byte, fileSize)
 	for i, x := range b {
 		o := i * bucketSize
 		binary.LittleEndian.PutUint64(buf[o:], uint64(x.start))
@@ -239,6 +211,7 @@ func encode(buf []byte, b []bucket, lastLog int64) {
 		binary.LittleEndian.PutUint32(buf[o+16:], x.held)
 	}
 	binary.LittleEndian.PutUint64(buf[lastLogOff:], uint64(lastLog))
+	return buf
 }
 
 // Sender is one line of the report.
