@@ -120,7 +120,7 @@ var ErrNoSmarthost = errors.New("no smarthost configured: set [smarthost] addres
 // Run delivers what opts selects. It returns an error only when the run
 // itself could not work (the spool is unreadable); per-message failures
 // are in the Summary.
-func (r *Runner) Run(ctx context.Context, opts Options) (_ *Summary, err error) {
+func (r *Runner) Run(ctx context.Context, opts Options) (*Summary, error) {
 	if r.Now == nil {
 		r.Now = time.Now
 	}
@@ -137,8 +137,11 @@ func (r *Runner) Run(ctx context.Context, opts Options) (_ *Summary, err error) 
 		return sum, err
 	}
 	defer func() {
-		if cerr := r.Spool.CloseMarks(); err == nil {
-			err = cerr
+		// A journal that cannot be closed cleanly stays for the next
+		// runner to fold, so nothing is at risk: the run's outcome
+		// stands, and the failure is logged.
+		if cerr := r.Spool.CloseMarks(); cerr != nil {
+			r.Log.Errorf("%v", cerr)
 		}
 	}()
 	// Bounces generated in one round, and mail queued while it ran, are
