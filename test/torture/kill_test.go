@@ -3,6 +3,7 @@ package torture
 import (
 	"bytes"
 	"math/rand/v2"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -205,6 +206,50 @@ func TestKillAroundMark(t *testing.T) {
 			}
 			if j, _ := filepath.Glob(filepath.Join(e.spoolDir, "marks.*[0-9A-Z]")); len(j) != 0 {
 				t.Errorf("journals left after the second flush: %q, want none", j)
+			}
+		})
+	}
+}
+
+// TestKillSharedPickup kills the runner at each step of picking up another
+// user's file (shared mode: the file is copied to queue/.ID.pickup, the
+// original removed, then the copy placed as queue/ID). The message must
+// be delivered exactly once by the next flush, and nothing of the pickup
+// left behind: a message left both in incoming/ and in queue/ would be
+// delivered twice.
+func TestKillSharedPickup(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to give the queued file to another user")
+	}
+	tests := []struct {
+		name     string
+		file     func(spool, id string) string
+		syscalls string
+	}{
+		{"before the original is removed", func(spool, id string) string { return filepath.Join(spool, "incoming", id) }, "unlinkat"},
+		{"before the copy is placed", func(spool, id string) string { return filepath.Join(spool, "queue", "."+id+".pickup") }, "renameat2,linkat"},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newBinEnv(t, "", 1)
+			rng := rand.New(rand.NewPCG(13, uint64(i)))
+			l := newLetter(rng, "K5", "sender@torture.example", []string{"bob@dest.example"}, 2<<10)
+			id := e.submit(t, l)
+			tcheck(t, os.Chown(filepath.Join(e.spoolDir, "incoming", id), 65534, 65534), "chown")
+			e.killAt(t, tt.file(e.spoolDir, id), tt.syscalls)
+			if n := len(e.rec.deliveries(l.Token)); n != 0 {
+				t.Fatalf("the run killed in the pickup delivered %d copies", n)
+			}
+			e.run(t, mailqBin, nil, "-q")
+			if n := len(e.rec.deliveries(l.Token)); n != 1 {
+				t.Errorf("delivered %d times after a kill %s, want 1", n, tt.name)
+			}
+			e.run(t, mailqBin, nil, "-q")
+			if n := len(e.rec.deliveries(l.Token)); n != 1 {
+				t.Errorf("delivered %d times after one more flush, want 1", n)
+			}
+			if left := append(listDir(filepath.Join(e.spoolDir, "incoming")), listDir(filepath.Join(e.spoolDir, "queue"))...); len(left) != 0 {
+				t.Errorf("left in the spool: %q", left)
 			}
 		})
 	}
