@@ -266,35 +266,38 @@ func TestPickupCopyStops(t *testing.T) {
 		tcheck(t, err, "open queue/"+id)
 		q.Close()
 	}
-	t.Run("copied, original kept", func(t *testing.T) {
-		s := newSpool(t)
-		id := enqueue(t, s, "Subject: x\r\n\r\nbody\r\n")
-		disown(t, s.path(IncomingDir, id))
-		// A copy cut short; its original is still in incoming/.
-		tcheck(t, os.WriteFile(s.pickupPath(id), []byte("POSTIE2 000"), 0o600), "write copy")
-		settle(t, s, id)
-	})
-	t.Run("original removed, copy not placed", func(t *testing.T) {
-		s := newSpool(t)
-		id := enqueue(t, s, "Subject: x\r\n\r\nbody\r\n")
-		disown(t, s.path(IncomingDir, id))
-		_, err := s.copyIn(s.path(IncomingDir, id), id)
-		tcheck(t, err, "copy")
-		tcheck(t, os.Remove(s.path(IncomingDir, id)), "remove the original")
-		settle(t, s, id)
-	})
-	t.Run("placed, original left", func(t *testing.T) {
-		// What the order before this one could leave: the copy renamed
-		// into place, the original not yet removed. The message is
-		// queued once; the original goes.
-		s := newSpool(t)
-		id := enqueue(t, s, "Subject: x\r\n\r\nbody\r\n")
-		disown(t, s.path(IncomingDir, id))
-		_, err := s.copyIn(s.path(IncomingDir, id), id)
-		tcheck(t, err, "copy")
-		tcheck(t, os.Rename(s.pickupPath(id), s.path(QueueDir, id)), "place")
-		settle(t, s, id)
-	})
+	tests := []struct {
+		name string
+		// stop leaves the spool as a pickup of incoming/ID stopped
+		// at one instant would.
+		stop func(t *testing.T, s *Spool, id string)
+	}{
+		{"copy cut short, original kept", func(t *testing.T, s *Spool, id string) {
+			tcheck(t, os.WriteFile(s.pickupPath(id), []byte("POSTIE2 000"), 0o600), "write copy")
+		}},
+		{"original removed, copy not placed", func(t *testing.T, s *Spool, id string) {
+			_, err := s.copyIn(s.path(IncomingDir, id), id)
+			tcheck(t, err, "copy")
+			tcheck(t, os.Remove(s.path(IncomingDir, id)), "remove the original")
+		}},
+		// What the order before this one could leave: the copy placed,
+		// the original not yet removed. It is queued once; the original
+		// goes.
+		{"copy placed, original kept", func(t *testing.T, s *Spool, id string) {
+			_, err := s.copyIn(s.path(IncomingDir, id), id)
+			tcheck(t, err, "copy")
+			tcheck(t, os.Rename(s.pickupPath(id), s.path(QueueDir, id)), "place")
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newSpool(t)
+			id := enqueue(t, s, "Subject: x\r\n\r\nbody\r\n")
+			disown(t, s.path(IncomingDir, id))
+			tt.stop(t, s, id)
+			settle(t, s, id)
+		})
+	}
 }
 
 // TestPickupFinishesLinkedRename: where RENAME_NOREPLACE is missing a
