@@ -312,3 +312,43 @@ func TestExpireNow(t *testing.T) {
 		t.Errorf("queue %v", v)
 	}
 }
+
+// TestSubmissionHoldInQueue: a message held at submission keeps its hold
+// once picked up, though pickup writes no state file for it (so a pickup
+// stopped at any instant cannot drop the hold): a flush leaves it, a
+// release lets it go.
+func TestSubmissionHoldInQueue(t *testing.T) {
+	e := setup(t, &testsink.Options{Users: map[string]string{"u": "secret"}, RequireAuth: true}, "")
+	w, err := e.sp.Create(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]byte("Subject: x\r\n\r\n"))
+	if err := w.Commit(&spool.Envelope{Sender: "mallory@x", Recipients: []string{"r@x"}, Arrival: time.Now(), UID: 1002, User: "mallory", HeldReason: "rate limit"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.sp.Pickup(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(e.sp.Dir, spool.QueueDir, w.ID+".state")); !os.IsNotExist(err) {
+		t.Fatalf("state file after pickup: %v", err)
+	}
+	if code, _, errs := e.mailq("-q"); code != 0 {
+		t.Fatalf("flush: %d %s", code, errs)
+	}
+	if n := e.sink.Count(); n != 0 {
+		t.Fatalf("held message delivered (%d)", n)
+	}
+	if v := e.json(); len(v) != 1 || v[0]["state"] != "held" || v[0]["held_reason"] != "rate limit" {
+		t.Fatalf("queue after flush: %v", v)
+	}
+	if code, out, errs := e.mailq("--release", w.ID); code != 0 {
+		t.Fatalf("release: %d %q %q", code, out, errs)
+	}
+	if code, _, errs := e.mailq("-q"); code != 0 {
+		t.Fatalf("flush after release: %d %s", code, errs)
+	}
+	if n := e.sink.Count(); n != 1 {
+		t.Fatalf("delivered %d after release, want 1", n)
+	}
+}

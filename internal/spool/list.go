@@ -256,9 +256,9 @@ func (r *fileReader) read(dirfds [2]int, f listed) (Entry, error) {
 		return Entry{}, err
 	}
 	unix.Close(fd)
-	e := Entry{Env: env, Status: "queued", Incoming: true}
-	if env.HeldReason != "" {
-		e.Status, e.State.Held = "held", env.HeldReason
+	e := Entry{Env: env, Status: "queued", Incoming: true, State: submissionHold(State{}, false, env)}
+	if e.State.Held != "" {
+		e.Status = "held"
 	}
 	return e, nil
 }
@@ -273,11 +273,13 @@ func (r *fileReader) queued(dirfd int, id string, tryState bool) (Entry, error) 
 	}
 	defer unix.Close(fd)
 	var st State
+	found := false
 	if tryState {
-		if st, err = r.s.readState(id); err != nil {
+		if st, found, err = r.s.readStateFound(id); err != nil {
 			return Entry{}, err
 		}
 	}
+	st = submissionHold(st, found, env)
 	e := Entry{Env: env, State: st}
 	// A runner delivering the message holds its exclusive lock; the
 	// probe's shared lock goes with the descriptor. Every runner takes

@@ -130,7 +130,7 @@ func (s *Spool) Lock(id string) (*Locked, error) {
 		f.Close()
 		return nil, err
 	}
-	l.State, l.hasState = st, found
+	l.State, l.hasState = submissionHold(st, found, q.Env), found
 	l.sending = s.marked(id, q.hdr, &st, true)
 	return l, nil
 }
@@ -362,11 +362,10 @@ func (s *Spool) Pickup() ([]string, error) {
 				continue
 			}
 		}
-		var env *Envelope
 		if int(st.Uid) == uid {
-			env, err = s.pickupOwned(src, dst, name)
+			err = s.pickupOwned(src, dst, name)
 		} else {
-			env, err = s.copyIn(src, name)
+			err = s.copyIn(src, name)
 		}
 		if err != nil {
 			if errors.Is(err, ErrCorrupt) {
@@ -378,9 +377,6 @@ func (s *Spool) Pickup() ([]string, error) {
 		if int(st.Uid) != uid {
 			copied = append(copied, name)
 			continue
-		}
-		if err := s.admitted(name, env); err != nil {
-			return ids, err
 		}
 		ids = append(ids, name)
 	}
@@ -408,27 +404,30 @@ func (s *Spool) warn(format string, a ...any) {
 	}
 }
 
-// admitted finishes the pickup of queue/ID: a message held at submission
-// (a rate limit) gets a state file, which makes the hold visible and
-// releasable like any other.
-func (s *Spool) admitted(id string, env *Envelope) error {
-	if env.HeldReason == "" {
-		return nil
+// submissionHold is the state of a queued message as runners and listings
+// must see it. A message held at submission (a rate limit) carries the
+// hold in its envelope, and keeps it until a state file is written: a
+// release writes one with no hold, and a state file, once there, says
+// everything. Pickup writes nothing for the hold, so no instant of a
+// pickup can lose it.
+func submissionHold(st State, found bool, env *Envelope) State {
+	if !found && env.HeldReason != "" {
+		st.Held = env.HeldReason
 	}
-	return s.writeState(id, &State{Held: env.HeldReason})
+	return st
 }
 
 // pickupOwned validates src, a file of ours, and renames it to dst.
-func (s *Spool) pickupOwned(src, dst, name string) (*Envelope, error) {
+func (s *Spool) pickupOwned(src, dst, name string) error {
 	q, err := OpenFile(src)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer q.Close()
 	if err := admit(q, src, name); err != nil {
-		return nil, err
+		return err
 	}
-	return q.Env, renameNoReplace(src, dst)
+	return renameNoReplace(src, dst)
 }
 
 // pickupPath is the copy of incoming/ID that Pickup makes in queue/.
@@ -439,19 +438,19 @@ func (s *Spool) pickupPath(id string) string { return s.path(QueueDir, "."+id+".
 // could change in between). A copy left by an earlier pickup that did not
 // finish is replaced: its original is still here, so it was never
 // committed.
-func (s *Spool) copyIn(src, name string) (*Envelope, error) {
+func (s *Spool) copyIn(src, name string) error {
 	in, err := os.Open(src)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer in.Close()
 	tmp := s.pickupPath(name)
 	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, err
+		return err
 	}
 	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	_, err = io.Copy(out, io.NewSectionReader(in, 0, 1<<62))
 	if err == nil {
@@ -460,20 +459,17 @@ func (s *Spool) copyIn(src, name string) (*Envelope, error) {
 	if cerr := out.Close(); err == nil {
 		err = cerr
 	}
-	var env *Envelope
 	if err == nil {
 		var q *QueueFile
 		if q, err = OpenFile(tmp); err == nil {
-			env = q.Env
 			err = admit(q, tmp, name)
 			q.Close()
 		}
 	}
 	if err != nil {
 		os.Remove(tmp)
-		return nil, err
 	}
-	return env, nil
+	return err
 }
 
 // commitCopies moves the copies of ids (made by copyIn) into queue/ once
@@ -500,15 +496,9 @@ func (s *Spool) commitCopies(ids []string) ([]string, error) {
 	}
 	var done []string
 	for _, id := range gone {
-		env, err := s.placeCopy(id)
-		if err != nil {
+		if _, err := s.placeCopy(id); err != nil {
 			s.warn("%s: %v", id, err)
 			continue
-		}
-		if env != nil {
-			if err := s.admitted(id, env); err != nil {
-				return done, err
-			}
 		}
 		done = append(done, id)
 	}
@@ -516,31 +506,30 @@ func (s *Spool) commitCopies(ids []string) ([]string, error) {
 }
 
 // placeCopy renames queue/.ID.pickup, whose original is gone, to
-// queue/ID, and returns its envelope (nil when another runner placed it
+// queue/ID, and reports whether it did (not when another runner placed it
 // first). A queue/ID already there is this message: IDs are unique, and
-// the copy is dropped.
-func (s *Spool) placeCopy(id string) (*Envelope, error) {
+// the copy is dropped. A copy that is not a whole queue file is an error.
+func (s *Spool) placeCopy(id string) (bool, error) {
 	tmp, dst := s.pickupPath(id), s.path(QueueDir, id)
 	q, err := OpenFile(tmp)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
+		return false, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("spool: %w", err)
+		return false, fmt.Errorf("spool: %w", err)
 	}
-	env := q.Env
 	q.Close()
 	err = renameNoReplace(tmp, dst)
 	switch {
 	case err == nil:
-		return env, nil
+		return true, nil
 	case errors.Is(err, fs.ErrNotExist):
-		return nil, nil
+		return false, nil
 	case errors.Is(err, fs.ErrExist):
 		os.Remove(tmp)
-		return nil, nil
+		return false, nil
 	}
-	return nil, fmt.Errorf("spool: %w", err)
+	return false, fmt.Errorf("spool: %w", err)
 }
 
 // admit checks a valid queue file at path before it enters queue/ as
@@ -597,10 +586,9 @@ func (s *Spool) CleanTmp(now time.Time, grace time.Duration) {
 				if _, err := os.Lstat(s.path(IncomingDir, id)); errors.Is(err, fs.ErrNotExist) {
 					// Committed by a pickup that stopped before
 					// placing it (see Pickup): the only copy.
-					env, err := s.placeCopy(id)
+					placed, err := s.placeCopy(id)
 					if err == nil {
-						if env != nil {
-							s.admitted(id, env)
+						if placed {
 							syncDir(dir)
 						}
 						continue

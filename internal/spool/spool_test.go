@@ -276,7 +276,7 @@ func TestPickupCopyStops(t *testing.T) {
 			tcheck(t, os.WriteFile(s.pickupPath(id), []byte("POSTIE2 000"), 0o600), "write copy")
 		}},
 		{"original removed, copy not placed", func(t *testing.T, s *Spool, id string) {
-			_, err := s.copyIn(s.path(IncomingDir, id), id)
+			err := s.copyIn(s.path(IncomingDir, id), id)
 			tcheck(t, err, "copy")
 			tcheck(t, os.Remove(s.path(IncomingDir, id)), "remove the original")
 		}},
@@ -284,7 +284,7 @@ func TestPickupCopyStops(t *testing.T) {
 		// the original not yet removed. It is queued once; the original
 		// goes.
 		{"copy placed, original kept", func(t *testing.T, s *Spool, id string) {
-			_, err := s.copyIn(s.path(IncomingDir, id), id)
+			err := s.copyIn(s.path(IncomingDir, id), id)
 			tcheck(t, err, "copy")
 			tcheck(t, os.Rename(s.pickupPath(id), s.path(QueueDir, id)), "place")
 		}},
