@@ -96,6 +96,10 @@ type listed struct {
 	hasState bool
 	// alsoQueued: an incoming/ID whose ID queue/ also listed.
 	alsoQueued bool
+	// pickup: queue/.ID.pickup with neither incoming/ID nor queue/ID
+	// beside it, the only copy of a message whose pickup stopped before
+	// placing it (see Pickup); the next runner or Lock places it.
+	pickup bool
 }
 
 // listing merges the names of incoming/ and queue/ into the files to
@@ -106,9 +110,12 @@ type listed struct {
 func listing(incoming, queued []string) []listed {
 	slices.Sort(incoming)
 	slices.Sort(queued)
-	var q []listed
+	var q, orphans []listed
 	for i, n := range queued {
 		if !ValidID(n) {
+			if id, ok := pickupID(n); ok && !found(incoming, id) && !found(queued, id) {
+				orphans = append(orphans, listed{id: id, pickup: true})
+			}
 			continue
 		}
 		l := listed{id: n}
@@ -123,6 +130,10 @@ func listing(incoming, queued []string) []listed {
 		}
 		q = append(q, l)
 	}
+	if len(orphans) > 0 {
+		q = append(q, orphans...)
+		slices.SortFunc(q, func(a, b listed) int { return strings.Compare(a.id, b.id) })
+	}
 	out := make([]listed, 0, len(incoming)+len(q))
 	j := 0
 	for _, n := range incoming {
@@ -136,6 +147,12 @@ func listing(incoming, queued []string) []listed {
 		out = append(out, listed{id: n, incoming: true, alsoQueued: j < len(q) && q[j].id == n})
 	}
 	return append(out, q[j:]...)
+}
+
+// found reports whether the sorted names hold name.
+func found(sorted []string, name string) bool {
+	_, ok := slices.BinarySearch(sorted, name)
+	return ok
 }
 
 // walkBatch is how many files a worker reads before handing them on: big
@@ -242,6 +259,9 @@ func newFileReader(s *Spool) *fileReader {
 
 // read reads the entry of a file found by Walk.
 func (r *fileReader) read(dirfds [2]int, f listed) (Entry, error) {
+	if f.pickup {
+		return r.orphan(dirfds[1], f.id)
+	}
 	if !f.incoming {
 		return r.queued(dirfds[1], f.id, f.hasState)
 	}
@@ -256,11 +276,35 @@ func (r *fileReader) read(dirfds [2]int, f listed) (Entry, error) {
 		return Entry{}, err
 	}
 	unix.Close(fd)
-	e := Entry{Env: env, Status: "queued", Incoming: true, State: submissionHold(State{}, false, env)}
+	return unplaced(env, true), nil
+}
+
+// unplaced is the entry of a message not yet in queue/ID: it has had no
+// attempt and no runner holds it; only a hold from submission applies.
+func unplaced(env *Envelope, incoming bool) Entry {
+	e := Entry{Env: env, Status: "queued", Incoming: incoming, State: submissionHold(State{}, false, env)}
 	if e.State.Held != "" {
 		e.Status = "held"
 	}
-	return e, nil
+	return e
+}
+
+// orphan reads the entry of a message whose only copy is
+// queue/.ID.pickup.
+func (r *fileReader) orphan(dirfd int, id string) (Entry, error) {
+	fd, env, _, err := r.open(dirfd, QueueDir, "."+id+".pickup")
+	if errors.Is(err, fs.ErrNotExist) {
+		// Placed since queue/ was read.
+		return r.queued(dirfd, id, true)
+	}
+	if err != nil {
+		return Entry{}, err
+	}
+	unix.Close(fd)
+	if env.ID != id {
+		return Entry{}, fmt.Errorf("%w: envelope ID %q in the copy of %s", ErrCorrupt, env.ID, id)
+	}
+	return unplaced(env, false), nil
 }
 
 // queued reads the entry of queue/ID, with queue/ open as dirfd. When

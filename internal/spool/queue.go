@@ -103,6 +103,17 @@ func (s *Spool) Lock(id string) (*Locked, error) {
 	p := s.path(QueueDir, id)
 	// Read-write: MarkSending writes the file's counter in place.
 	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		// Delivered by another runner, or not placed yet: its pickup
+		// stopped after committing the copy.
+		placed, perr := s.placeOrphan(id)
+		if perr != nil {
+			return nil, perr
+		}
+		if placed {
+			f, err = os.OpenFile(p, os.O_RDWR, 0)
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("spool: open %s: %w", p, err)
 	}
@@ -326,7 +337,8 @@ func (s *Spool) SyncQueue() error { return s.syncQueueDir() }
 // A copy enters queue/ in three steps, each made durable before the next,
 // so that a kill or a crash at any instant leaves the message either
 // still in incoming/ (the copy, queue/.ID.pickup, is then thrown away and
-// made again) or only in the copy, which CleanTmp moves into place: never
+// made again) or only in the copy, which CleanTmp, or a Lock of its ID,
+// moves into place (listings show it meanwhile): never
 // in incoming/ and queue/ at once, which would deliver it twice once queue/
 // had delivered it. First the copies are written and synced with queue/;
 // then the originals are removed and incoming/ synced; only then are the
@@ -583,19 +595,12 @@ func (s *Spool) CleanTmp(now time.Time, grace time.Duration) {
 				continue
 			}
 			if id, ok := pickupID(n); ok && d == QueueDir {
-				if _, err := os.Lstat(s.path(IncomingDir, id)); errors.Is(err, fs.ErrNotExist) {
-					// Committed by a pickup that stopped before
-					// placing it (see Pickup): the only copy.
-					placed, err := s.placeCopy(id)
-					if err == nil {
-						if placed {
-							syncDir(dir)
-						}
-						continue
-					}
-					// Not a whole queue file: a copy that never
-					// finished, whose owner removed the original. It
-					// goes with age, as other temporaries do.
+				// A copy that is not placed goes with age, as other
+				// temporaries do: one whose original is still there
+				// (its pickup did not commit), or one that never
+				// finished, whose owner removed the original.
+				if placed, _ := s.placeOrphan(id); placed {
+					continue
 				}
 			}
 			p := s.path(d, n)
@@ -604,6 +609,32 @@ func (s *Spool) CleanTmp(now time.Time, grace time.Duration) {
 			}
 		}
 	}
+}
+
+// placeOrphan places queue/.ID.pickup when it is the message's only
+// copy: a pickup committed it and removed incoming/ID, then stopped (or
+// has not got to placing it yet). It reports whether it placed the copy;
+// there is nothing to place when either file is missing.
+//
+// incoming/ is synced first. The original's removal may be another
+// runner's, not yet synced, and the copy must not be delivered while a
+// crash of the machine could still bring the original back, to be picked
+// up and delivered a second time.
+func (s *Spool) placeOrphan(id string) (bool, error) {
+	if _, err := os.Lstat(s.pickupPath(id)); err != nil {
+		return false, nil
+	}
+	if _, err := os.Lstat(s.path(IncomingDir, id)); !errors.Is(err, fs.ErrNotExist) {
+		return false, err
+	}
+	if err := syncDir(s.path(IncomingDir)); err != nil {
+		return false, err
+	}
+	placed, err := s.placeCopy(id)
+	if placed {
+		err = syncDir(s.path(QueueDir))
+	}
+	return placed, err
 }
 
 // pickupID returns the ID of a name "."+ID+".pickup" (see pickupPath).

@@ -300,6 +300,49 @@ func TestPickupCopyStops(t *testing.T) {
 	}
 }
 
+// TestUnplacedCopy: after a pickup stopped between removing a caller's
+// file and placing its committed copy, the copy is the message's only
+// one. Listings show it, once, before any runner has placed it; Lock (an
+// administrator's command by ID) places it and takes it.
+func TestUnplacedCopy(t *testing.T) {
+	s := newSpool(t)
+	id := enqueue(t, s, "Subject: x\r\n\r\nbody\r\n")
+	disown(t, s.path(IncomingDir, id))
+	tcheck(t, s.copyIn(s.path(IncomingDir, id), id), "copy")
+	tcheck(t, os.Remove(s.path(IncomingDir, id)), "remove the original")
+
+	list, err := s.List()
+	tcheck(t, err, "list")
+	if len(list) != 1 || list[0].Env.ID != id || list[0].Status != "queued" || list[0].Incoming {
+		t.Fatalf("listing = %+v", list)
+	}
+	l, err := s.Lock(id)
+	tcheck(t, err, "lock")
+	l.Close()
+	if _, err := os.Stat(s.pickupPath(id)); err == nil {
+		t.Error("the copy is still there after Lock placed it")
+	}
+	list, err = s.List()
+	tcheck(t, err, "list again")
+	if len(list) != 1 || list[0].Env.ID != id {
+		t.Fatalf("listing after Lock = %+v", list)
+	}
+
+	// A copy cut short whose original its owner removed is no message.
+	id = enqueue(t, s, "Subject: y\r\n\r\nbody\r\n")
+	tcheck(t, os.WriteFile(s.pickupPath(id), []byte("POSTIE2 000"), 0o600), "write copy")
+	tcheck(t, os.Remove(s.path(IncomingDir, id)), "remove the original")
+	list, err = s.List()
+	tcheck(t, err, "list with a cut copy")
+	if len(list) != 1 {
+		t.Errorf("listing with a cut copy = %+v", list)
+	}
+	if l, err := s.Lock(id); err == nil {
+		l.Close()
+		t.Error("Lock took a cut copy")
+	}
+}
+
 // TestPickupFinishesLinkedRename: where RENAME_NOREPLACE is missing a
 // rename is a link and a remove; stopped in between, incoming/ID and
 // queue/ID are one file. A runner then marks it and sends the final dot
