@@ -412,8 +412,12 @@ func markdown(machine map[string]any, rows []Row, p Row, targets []Target, scale
 	w("```sh\nsudo bash bench/peers/run.sh\n```\n\n")
 	w("## Machine\n\n")
 	w("| | |\n| --- | --- |\n")
-	w("| CPU | %v × %v |\n| memory | %v MiB |\n| kernel | %v |\n| Go | %v |\n| Postie | %v |\n| load average (1, 5, 15 min) at start / end | %v / %v |\n| other test suites seen running during the measurements (2-second samples) | %v |\n\n",
-		machine["nproc"], machine["cpu"], machine["memory_mb"], machine["kernel"], machine["go"], machine["postie"], machine["load_start"], machine["load_end"], orZero(machine["interference_samples"]))
+	w("| CPU | %v × %v |\n| memory | %v MiB |\n| kernel | %v |\n", machine["nproc"], machine["cpu"], machine["memory_mb"], machine["kernel"])
+	if fs, ok := machine["fs"]; ok {
+		w("| file system of the queues | %v |\n", fs)
+	}
+	w("| Go | %v |\n| Postie | %v |\n| load average (1, 5, 15 min) at start / end | %v / %v |\n| other test suites seen running during the measurements (2-second samples) | %v |\n\n",
+		machine["go"], machine["postie"], machine["load_start"], machine["load_end"], orZero(machine["interference_samples"]))
 
 	w("## Results\n\n")
 	w("Enqueue: one `sendmail -t -i` of the 4 KB message with delivery deferred, %s runs in a row (median and p90, ms). ", n("seq_runs"))
