@@ -179,15 +179,16 @@ with_sink() {
 }
 
 # settle_fs: on ext4 without a journal (this kind of machine: see
-# BENCHMARKS.md, "The machine"), creating a file skips every inode freed in
-# the last 30-35 seconds (ialloc.c, recently_deleted), reading the inode
-# table for each: right after a flush or an `rm -rf` of 10,000 queue
-# files, each create costs about 2 ms more. Every timed enqueue waits that
-# window out, whoever deleted what before it; on a journalled file system
-# there is nothing to wait for.
+# BENCHMARKS.md, "The machine"), creating a file skips the inodes freed
+# recently (ialloc.c, recently_deleted), reading the inode table for each:
+# right after a flush or an `rm -rf` of 10,000 queue files, a Postie
+# enqueue took 8.3-8.9 ms median instead of 6.0-6.2, and still 7.8 ms 45 s
+# later; after 70 s it was back to 6.2. Every timed enqueue waits that
+# out, whoever deleted what before it; on a journalled file system there
+# is nothing to wait for.
 settle_wait=0
 fs_dev=$(findmnt -no SOURCE --target "$work" 2>/dev/null || true)
-if [ "$(cat "/sys/fs/ext4/${fs_dev#/dev/}/journal_task" 2>/dev/null)" = "<none>" ]; then settle_wait=36; fi
+if [ "$(cat "/sys/fs/ext4/${fs_dev#/dev/}/journal_task" 2>/dev/null)" = "<none>" ]; then settle_wait=75; fi
 settle_fs() { [ "$settle_wait" = 0 ] || sleep "$settle_wait"; }
 
 # enqueue_seq and enqueue_conc CONTENDER VARIANT COMMAND...
