@@ -240,6 +240,10 @@ func TestKillSharedPickup(t *testing.T) {
 			if n := len(e.rec.deliveries(l.Token)); n != 0 {
 				t.Fatalf("the run killed in the pickup delivered %d copies", n)
 			}
+			// Wherever the kill left it, mailq lists it, once.
+			if q := e.queue(t); len(q) != 1 || q[0].ID != id || q[0].State != "queued" {
+				t.Errorf("queue after a kill %s: %+v, want %s queued", tt.name, q, id)
+			}
 			e.run(t, mailqBin, nil, "-q")
 			if n := len(e.rec.deliveries(l.Token)); n != 1 {
 				t.Errorf("delivered %d times after a kill %s, want 1", n, tt.name)
