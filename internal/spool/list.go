@@ -98,7 +98,9 @@ type listed struct {
 	alsoQueued bool
 	// pickup: queue/.ID.pickup with neither incoming/ID nor queue/ID
 	// beside it, the only copy of a message whose pickup stopped before
-	// placing it (see Pickup); the next runner or Lock places it.
+	// placing it (see Pickup); the next runner or Lock places it. Where
+	// incoming/ cannot be read, every copy is listed so; in shared mode
+	// only the runner's user can read queue/, and it can read both.
 	pickup bool
 }
 
@@ -237,7 +239,15 @@ func (s *Spool) entry(id string) (Entry, error) {
 		return Entry{}, err
 	}
 	defer d.Close()
-	return newFileReader(s).queued(int(d.Fd()), id, true)
+	r := newFileReader(s)
+	e, err := r.queued(int(d.Fd()), id, true)
+	if errors.Is(err, fs.ErrNotExist) {
+		// Listings show a message whose only copy is its pickup copy.
+		if _, ierr := os.Lstat(s.path(IncomingDir, id)); errors.Is(ierr, fs.ErrNotExist) {
+			return r.leftIncoming(int(d.Fd()), id)
+		}
+	}
+	return e, err
 }
 
 // fileReader reads queue files for listings. Each worker has its own, so
@@ -260,7 +270,7 @@ func newFileReader(s *Spool) *fileReader {
 // read reads the entry of a file found by Walk.
 func (r *fileReader) read(dirfds [2]int, f listed) (Entry, error) {
 	if f.pickup {
-		return r.orphan(dirfds[1], f.id)
+		return r.leftIncoming(dirfds[1], f.id)
 	}
 	if !f.incoming {
 		return r.queued(dirfds[1], f.id, f.hasState)
@@ -269,9 +279,10 @@ func (r *fileReader) read(dirfds [2]int, f listed) (Entry, error) {
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) && !f.alsoQueued {
 			// Picked up since incoming/ was read: it is in queue/
-			// now (or delivered already), and queue/ was read
-			// before the move, so this is the only chance to list it.
-			return r.queued(dirfds[1], f.id, true)
+			// now, as queue/ID or still as its pickup copy (or
+			// delivered already), and queue/ was read before the
+			// move, so this is the only chance to list it.
+			return r.leftIncoming(dirfds[1], f.id)
 		}
 		return Entry{}, err
 	}
@@ -289,9 +300,10 @@ func unplaced(env *Envelope, incoming bool) Entry {
 	return e
 }
 
-// orphan reads the entry of a message whose only copy is
-// queue/.ID.pickup.
-func (r *fileReader) orphan(dirfd int, id string) (Entry, error) {
+// leftIncoming reads the entry of a message no longer in incoming/: its
+// pickup copy, queue/.ID.pickup, while it is the only copy, or queue/ID
+// once placed.
+func (r *fileReader) leftIncoming(dirfd int, id string) (Entry, error) {
 	fd, env, _, err := r.open(dirfd, QueueDir, "."+id+".pickup")
 	if errors.Is(err, fs.ErrNotExist) {
 		// Placed since queue/ was read.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -95,7 +96,10 @@ type Locked struct {
 	wrote int64
 }
 
-// Lock opens queue/ID and takes its exclusive lock without waiting.
+// Lock opens queue/ID and takes its exclusive lock without waiting. A
+// message whose only copy is an unplaced pickup copy is placed first (see
+// placeOrphan), and other names a half-done rename left the file are
+// removed (see unalias): both sync the directories they change.
 func (s *Spool) Lock(id string) (*Locked, error) {
 	if !ValidID(id) {
 		return nil, fmt.Errorf("spool: %q is not a queue ID", id)
@@ -126,9 +130,20 @@ func (s *Spool) Lock(id string) (*Locked, error) {
 	}
 	// The file may have been removed between open and flock by the
 	// process that held the lock: it was delivered.
-	if _, err := os.Stat(p); err != nil {
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("spool: stat %s: %w", p, err)
+	}
+	if pi, err := os.Stat(p); err != nil || !os.SameFile(fi, pi) {
 		f.Close()
 		return nil, fmt.Errorf("spool: open %s: %w", p, fs.ErrNotExist)
+	}
+	if fi.Sys().(*syscall.Stat_t).Nlink > 1 {
+		if err := s.unalias(id, fi); err != nil {
+			f.Close()
+			return nil, err
+		}
 	}
 	q, err := readQueueFile(f)
 	if err != nil {
@@ -144,6 +159,28 @@ func (s *Spool) Lock(id string) (*Locked, error) {
 	l.State, l.hasState = submissionHold(st, found, q.Env), found
 	l.sending = s.marked(id, q.hdr, &st, true)
 	return l, nil
+}
+
+// unalias removes the other names of queue/ID, whose file is fi. Where
+// RENAME_NOREPLACE is missing a rename is a link, then a remove (see
+// renameNoReplace); stopped in between, the message keeps its old name,
+// incoming/ID or queue/.ID.pickup, beside queue/ID. Left there, that name
+// would bring the message back once queue/ID is removed, delivered or
+// deleted.
+func (s *Spool) unalias(id string, fi os.FileInfo) error {
+	for _, old := range []string{s.path(IncomingDir, id), s.pickupPath(id)} {
+		oi, err := os.Lstat(old)
+		if err != nil || !os.SameFile(fi, oi) {
+			continue
+		}
+		if err := os.Remove(old); err != nil {
+			return fmt.Errorf("spool: %w", err)
+		}
+		if err := syncDir(filepath.Dir(old)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // marked reports whether a runner marked the message as sending and did
@@ -343,11 +380,24 @@ func (s *Spool) SyncQueue() error { return s.syncQueueDir() }
 // had delivered it. First the copies are written and synced with queue/;
 // then the originals are removed and incoming/ synced; only then are the
 // copies renamed to queue/ID.
+//
+// Pickups run one at a time, under a flock of incoming/ itself: two
+// copying the same caller's file would each remove and remake
+// queue/.ID.pickup under the other, and one could commit the other's copy
+// before it was synced.
 func (s *Spool) Pickup() ([]string, error) {
 	dir := s.path(IncomingDir)
-	names, err := readNames(dir)
+	d, err := os.Open(dir)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	defer d.Close()
+	if err := unix.Flock(int(d.Fd()), unix.LOCK_EX); err != nil {
+		return nil, fmt.Errorf("spool: lock %s: %w", dir, err)
+	}
+	names, err := d.Readdirnames(-1)
+	if err != nil {
+		return nil, fmt.Errorf("spool: read %s: %w", dir, err)
 	}
 	var ids, copied []string
 	uid := os.Getuid()
@@ -598,8 +648,16 @@ func (s *Spool) CleanTmp(now time.Time, grace time.Duration) {
 				// A copy that is not placed goes with age, as other
 				// temporaries do: one whose original is still there
 				// (its pickup did not commit), or one that never
-				// finished, whose owner removed the original.
-				if placed, _ := s.placeOrphan(id); placed {
+				// finished, whose owner removed the original. One
+				// that could not be placed for another reason (an
+				// I/O error) may be the message's only copy: it stays
+				// for the next run.
+				placed, err := s.placeOrphan(id)
+				if placed {
+					continue
+				}
+				if err != nil && !errors.Is(err, ErrCorrupt) {
+					s.warn("%s: cannot place the copy %s: %v", id, n, err)
 					continue
 				}
 			}

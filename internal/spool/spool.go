@@ -9,7 +9,10 @@
 //	queue/     messages owned by the queue runner:
 //	             ID          the queue file (immutable once written, but
 //	                         for the sending mark in its header line)
-//	             ID.state    delivery state, JSON (absent until the first attempt)
+//	             ID.state    delivery state, JSON (absent until the first attempt
+//	                         or an administrator's hold or release; while
+//	                         absent, a hold from submission in the envelope
+//	                         applies)
 //	             ID.sending  marker of a POSTIE1 file: the final dot may have been sent
 //	             .ID.*       temporary files of atomic state updates
 //	             .ID.pickup  a pickup's copy of another user's incoming/ID

@@ -343,6 +343,69 @@ func TestUnplacedCopy(t *testing.T) {
 	}
 }
 
+// TestLockRemovesOldNames: a rename without RENAME_NOREPLACE (a link,
+// then a remove) stopped half-way leaves queue/ID with its old name too.
+// Once the message is removed (delivered or deleted), that name must not
+// bring it back.
+func TestLockRemovesOldNames(t *testing.T) {
+	tests := []struct {
+		name string
+		old  func(s *Spool, id string) string
+	}{
+		{"incoming/ID", func(s *Spool, id string) string { return s.path(IncomingDir, id) }},
+		{"queue/.ID.pickup", func(s *Spool, id string) string { return s.pickupPath(id) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newSpool(t)
+			id := queued(t, s, 1)[0]
+			tcheck(t, os.Link(s.path(QueueDir, id), tt.old(s, id)), "link")
+			l, err := s.Lock(id)
+			tcheck(t, err, "lock")
+			if _, err := os.Lstat(tt.old(s, id)); err == nil {
+				t.Errorf("%s still there after Lock", tt.name)
+			}
+			tcheck(t, l.Remove(), "remove")
+			l.Close()
+			list, err := s.List()
+			tcheck(t, err, "list")
+			if len(list) != 0 {
+				t.Errorf("listing after the removal = %+v", list)
+			}
+			if l, err := s.Lock(id); err == nil {
+				l.Close()
+				t.Error("a removed message can be locked again")
+			}
+		})
+	}
+}
+
+// TestListingFollowsPickup: a listing that read incoming/ID before a
+// pickup committed its copy, and queue/ after, finds the message in the
+// copy; so does Entry (mailq -s).
+func TestListingFollowsPickup(t *testing.T) {
+	s := newSpool(t)
+	id := enqueue(t, s, "Subject: x\r\n\r\nbody\r\n")
+	tcheck(t, s.copyIn(s.path(IncomingDir, id), id), "copy")
+	tcheck(t, os.Remove(s.path(IncomingDir, id)), "remove the original")
+	in, err := os.Open(s.path(IncomingDir))
+	tcheck(t, err, "open incoming/")
+	defer in.Close()
+	q, err := os.Open(s.path(QueueDir))
+	tcheck(t, err, "open queue/")
+	defer q.Close()
+	e, err := newFileReader(s).read([2]int{int(in.Fd()), int(q.Fd())}, listed{id: id, incoming: true})
+	tcheck(t, err, "read")
+	if e.Env.ID != id || e.Status != "queued" {
+		t.Errorf("listing entry = %+v", e)
+	}
+	e, err = s.Entry(id)
+	tcheck(t, err, "Entry")
+	if e.Env.ID != id {
+		t.Errorf("Entry = %+v", e)
+	}
+}
+
 // TestPickupFinishesLinkedRename: where RENAME_NOREPLACE is missing a
 // rename is a link and a remove; stopped in between, incoming/ID and
 // queue/ID are one file. A runner then marks it and sends the final dot
