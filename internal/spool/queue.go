@@ -173,7 +173,8 @@ func (s *Spool) unalias(id string, fi os.FileInfo) error {
 		if err != nil || !os.SameFile(fi, oi) {
 			continue
 		}
-		if err := os.Remove(old); err != nil {
+		// A pickup may be removing the same name (see Pickup).
+		if err := os.Remove(old); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("spool: %w", err)
 		}
 		if err := syncDir(filepath.Dir(old)); err != nil {
