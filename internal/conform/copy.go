@@ -22,7 +22,7 @@ func Copy(dst io.Writer, src io.Reader, f Facts) (int64, error) {
 	cw := &countWriter{w: dst}
 	if !f.NeedsWork() {
 		tw := &tailWriter{w: cw}
-		if _, err := io.Copy(tw, src); err != nil {
+		if _, err := io.CopyBuffer(tw, src, make([]byte, copyBufSize(src))); err != nil {
 			return cw.n, err
 		}
 		if tw.n > 0 && !tw.endsCRLF() {
@@ -43,6 +43,17 @@ func Copy(dst io.Writer, src io.Reader, f Facts) (int64, error) {
 	}
 	err := bw.Flush()
 	return cw.n, err
+}
+
+// copyBufSize is the buffer for copying src as it is: io.Copy's 32 KB,
+// or less when src says it is smaller (a queue file's message, which is
+// usually a few KB), since a runner copies each message it delivers.
+func copyBufSize(src io.Reader) int {
+	const limit = 32 << 10
+	if s, ok := src.(interface{ Size() int64 }); ok && s.Size() < limit {
+		return int(max(s.Size(), 1))
+	}
+	return limit
 }
 
 // normReader turns bare LF into CRLF, a bare CR into a space in the
